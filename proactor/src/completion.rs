@@ -1,0 +1,69 @@
+//! What a finished (or progressing) op reports.
+
+use std::fmt;
+use std::io;
+
+use crate::buf::RecvBuf;
+use crate::op::Op;
+use crate::table::OpId;
+
+/// One completion of a pushed op.
+///
+/// Single-shot ops complete once, with `more == false` and their [`Op`] handed back in
+/// `op`. Multishot ops ([`op::RecvMulti`](crate::op::RecvMulti),
+/// [`op::AcceptMulti`](crate::op::AcceptMulti), multishot polls) complete once per event with
+/// `more == true`, and a last time with `more == false` (end of stream, error, cancel), which
+/// hands the op back.
+pub struct Completion {
+    /// The token given to [`Proactor::push`](crate::Proactor::push).
+    pub token: u64,
+    /// The op's id, as `push` returned it.
+    pub id: OpId,
+    /// The syscall's result: a byte count, a new fd (accept), `revents` (poll), or 0.
+    /// A timeout that expired is `Ok(0)`; a cancelled op is `ECANCELED` (unless it finished
+    /// before the cancel took effect).
+    pub result: io::Result<u32>,
+    /// Whether more completions of the same op follow.
+    pub more: bool,
+    /// The op with its buffers, on the final completion.
+    pub op: Option<Op>,
+    /// The received chunk of a multishot receive.
+    pub buf: Option<RecvBuf>,
+}
+
+impl Completion {
+    /// Converts a kernel-style result (`-errno` or a value) into `io::Result`.
+    pub(crate) fn result_from_raw(raw: i32) -> io::Result<u32> {
+        if raw < 0 {
+            Err(io::Error::from_raw_os_error(-raw))
+        } else {
+            Ok(raw as u32)
+        }
+    }
+}
+
+impl fmt::Debug for Completion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("token", &self.token)
+            .field("id", &self.id)
+            .field("result", &self.result)
+            .field("more", &self.more)
+            .field("op", &self.op.as_ref().map(Op::name))
+            .field("buf", &self.buf)
+            .finish()
+    }
+}
+
+/// A completion as a backend reports it, before the op table is consulted.
+#[derive(Debug)]
+pub(crate) struct RawCompletion {
+    /// The op it belongs to.
+    pub(crate) id: OpId,
+    /// `-errno` or the result value.
+    pub(crate) result: i32,
+    /// Whether more completions of the op follow.
+    pub(crate) more: bool,
+    /// A received chunk (multishot receives).
+    pub(crate) buf: Option<RecvBuf>,
+}

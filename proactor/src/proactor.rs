@@ -1,0 +1,368 @@
+//! The proactor: pushes ops to a backend, pops their completions, drains on drop.
+
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::{BackendChoice, BackendKind};
+use crate::completion::{Completion, RawCompletion};
+use crate::error::{SetupError, SetupErrorKind};
+use crate::op::{self, Op};
+use crate::sys::{self, Backend, Config, Driver};
+use crate::table::{OpId, OpState, OpTable};
+use crate::waker::Waker;
+use crate::{audit, Features};
+
+/// Token of the proactor's own read on its wake-up eventfd.
+const WAKE_TOKEN: u64 = u64::MAX;
+
+/// How long dropping a proactor waits for cancelled ops before it leaks their memory rather
+/// than free what the kernel may still write.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Configures and builds a [`Proactor`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    choice: Option<BackendChoice>,
+    entries: u32,
+    recv_buffers: u16,
+    recv_buffer_size: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            choice: None,
+            entries: 1024,
+            recv_buffers: 512,
+            recv_buffer_size: 16 * 1024,
+        }
+    }
+}
+
+impl Builder {
+    /// Chooses the backend; without this, `RINGLOOP_BACKEND` decides, else `Auto`.
+    pub fn backend(mut self, choice: BackendChoice) -> Self {
+        self.choice = Some(choice);
+        self
+    }
+
+    /// Submission queue entries (rounded up to a power of two; the completion queue gets at
+    /// least twice as many). Default 1024.
+    pub fn entries(mut self, entries: u32) -> Self {
+        self.entries = entries.clamp(1, 1 << 15).next_power_of_two();
+        self
+    }
+
+    /// The pool of provided receive buffers shared by multishot receives: `count` buffers
+    /// (rounded up to a power of two) of `size` bytes. Default 512 × 16 KiB.
+    pub fn recv_buffers(mut self, count: u16, size: usize) -> Self {
+        self.recv_buffers = count.clamp(1, 1 << 15).next_power_of_two();
+        self.recv_buffer_size = size.clamp(64, u32::MAX as usize);
+        self
+    }
+
+    /// Builds the proactor.
+    ///
+    /// # Errors
+    /// With `BackendChoice::IoUring`, a [`SetupError`] naming why io_uring is unavailable
+    /// (`ENOSYS`, `EPERM` from seccomp or `kernel.io_uring_disabled`, …). With `Auto`, that
+    /// case falls back to epoll and is logged instead. Also an invalid `RINGLOOP_BACKEND`
+    /// value, or a failure to create the eventfd or epoll instance.
+    pub fn build(self) -> Result<Proactor, SetupError> {
+        let choice = match self.choice {
+            Some(choice) => choice,
+            None => BackendChoice::from_env()
+                .map_err(|msg| SetupError::new(SetupErrorKind::InvalidChoice, msg, None))?
+                .unwrap_or_default(),
+        };
+        let waker = Waker::new()
+            .map_err(|e| SetupError::new(SetupErrorKind::Resources, "eventfd", Some(e)))?;
+        let config = Config {
+            entries: self.entries,
+            recv_buffers: self.recv_buffers,
+            recv_buffer_size: self.recv_buffer_size,
+            wake_fd: waker.fd(),
+        };
+        let epoll = |config: &Config| {
+            sys::epoll::Driver::new(config)
+                .map(Driver::Epoll)
+                .map_err(|e| SetupError::new(SetupErrorKind::Resources, "epoll_create1", Some(e)))
+        };
+        let driver = match choice {
+            BackendChoice::Epoll => epoll(&config)?,
+            BackendChoice::IoUring => Driver::Uring(sys::uring::Driver::new(&config)?),
+            BackendChoice::Auto => match sys::uring::Driver::new(&config) {
+                Ok(driver) => Driver::Uring(driver),
+                Err(err) => {
+                    tracing::warn!("{err}; using epoll");
+                    epoll(&config)?
+                }
+            },
+        };
+        tracing::info!(backend = %driver.kind(), features = %driver.features().describe(driver.kind()), "ringloop proactor started");
+        let mut proactor = Proactor {
+            driver,
+            table: OpTable::default(),
+            waker: Arc::new(waker),
+            wake_op: None,
+            _not_send: PhantomData,
+        };
+        proactor.arm_wake_read();
+        Ok(proactor)
+    }
+}
+
+/// A single-threaded completion driver owning one io_uring (or epoll) instance.
+///
+/// # Implementation notes
+/// - Ops live in a slab; `user_data` is slot index plus generation (see [`OpId`]).
+/// - [`poll`](Proactor::poll) is one `io_uring_enter` that submits everything queued and
+///   waits with a timeout (`EXT_ARG`), so a loop turn costs one syscall in steady state.
+/// - A full submission queue queues ops in user space; completion-queue overflow is reaped
+///   (`IORING_FEAT_NODROP`), so nothing is dropped.
+/// - A cancelled or detached op keeps its memory until its final completion; dropping the
+///   proactor cancels everything in flight and waits for every completion.
+///
+/// The proactor is `!Send`: it belongs to the thread that created it. Use a
+/// [`Waker`] (from [`Proactor::waker`]) to interrupt it from another thread.
+pub struct Proactor {
+    driver: Driver,
+    table: OpTable,
+    waker: Arc<Waker>,
+    wake_op: Option<OpId>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Proactor {
+    /// A proactor on the backend `RINGLOOP_BACKEND` names, else io_uring when the kernel
+    /// allows it, else epoll.
+    ///
+    /// # Errors
+    /// See [`Builder::build`].
+    pub fn new() -> Result<Proactor, SetupError> {
+        Builder::default().build()
+    }
+
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> BackendKind {
+        self.driver.kind()
+    }
+
+    /// The kernel features in use.
+    pub fn features(&self) -> &Features {
+        self.driver.features()
+    }
+
+    /// A handle that wakes this proactor from any thread.
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// Starts `op`; its completions will carry `token`. Never fails and never blocks: a full
+    /// submission queue holds the op in user space until there is room.
+    pub fn push(&mut self, op: impl Into<Op>, token: u64) -> OpId {
+        let op = op.into();
+        if let Op::Close(close) = &op {
+            self.driver.forget_fd(close.fd);
+        }
+        audit::lend(&op);
+        let id = self.table.insert(op, token);
+        self.driver.push(&mut self.table, id);
+        id
+    }
+
+    /// Asks for op `id` to finish early. Its final completion is still delivered: with
+    /// `ECANCELED`, or with its real result if it finished first. Returns `false` when the op
+    /// already completed or was already cancelled or detached.
+    pub fn cancel(&mut self, id: OpId) -> bool {
+        match self.table.get_mut(id) {
+            Some(entry) if entry.state == OpState::Active => {
+                entry.state = OpState::Cancelling;
+                self.driver.cancel(&mut self.table, id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives op `id` up: it is cancelled and none of its completions will be delivered. Its
+    /// buffers are freed, and an fd it produced (a late accept) is closed, once the kernel
+    /// has finished with it.
+    pub fn detach(&mut self, id: OpId) {
+        if let Some(entry) = self.table.get_mut(id) {
+            let was = std::mem::replace(&mut entry.state, OpState::Detached);
+            if was == OpState::Active {
+                self.driver.cancel(&mut self.table, id);
+            }
+        }
+    }
+
+    /// Closes `fd` now, after dropping the backend's registration of it. The caller must have
+    /// no op in flight on `fd`.
+    ///
+    /// # Errors
+    /// What `close(2)` reports (the fd is released either way).
+    pub fn close_fd(&mut self, fd: RawFd) -> io::Result<()> {
+        self.driver.forget_fd(fd);
+        // SAFETY: the caller hands over ownership of `fd` and has no op in flight on it.
+        if unsafe { libc::close(fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Submits everything pushed and waits until a completion is ready, `timeout` passes, or
+    /// a [`Waker`] fires. `Some(Duration::ZERO)` never blocks; `None` waits without limit.
+    ///
+    /// A wake-up is consumed by the next `poll`: after it returns, handle whatever the waking
+    /// threads queued.
+    ///
+    /// # Errors
+    /// Only failures of the wait itself (not of ops, which complete with their error).
+    pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = match timeout {
+            Some(Duration::ZERO) => Some(Duration::ZERO),
+            other if self.waker.prepare_sleep() => other,
+            _ => Some(Duration::ZERO),
+        };
+        let result = self.driver.poll(&mut self.table, timeout);
+        self.waker.after_wait();
+        result
+    }
+
+    /// The next completion, if one is ready.
+    #[inline]
+    pub fn pop(&mut self) -> Option<Completion> {
+        loop {
+            let raw = self.driver.pop(&mut self.table)?;
+            if let Some(completion) = self.deliver(raw) {
+                return Some(completion);
+            }
+        }
+    }
+
+    /// How many ops are in flight, counting cancelled and detached ones not yet finished
+    /// (but not the proactor's own wake-up read).
+    pub fn in_flight(&self) -> usize {
+        self.table.len() - usize::from(self.wake_op.is_some())
+    }
+
+    /// Routes one raw completion: to the caller, or consumed here (wake-up reads and
+    /// detached ops).
+    #[inline]
+    fn deliver(&mut self, raw: RawCompletion) -> Option<Completion> {
+        let RawCompletion {
+            id,
+            result,
+            more,
+            buf,
+        } = raw;
+        let entry = self.table.get(id)?;
+        let (token, state) = (entry.token, entry.state);
+        if Some(id) == self.wake_op {
+            if !more {
+                self.finish(id);
+                self.wake_op = None;
+                self.arm_wake_read();
+            }
+            return None;
+        }
+        if state == OpState::Detached {
+            drop(buf);
+            let op = if more { None } else { self.finish(id) };
+            let yields_fd = op.as_ref().map_or_else(
+                || self.table.get(id).is_some_and(|e| e.op.yields_fd()),
+                Op::yields_fd,
+            );
+            if result >= 0 && yields_fd {
+                // SAFETY: a detached accept's new fd belongs to nobody else; closing it
+                // keeps it from leaking.
+                unsafe { libc::close(result) };
+            }
+            return None;
+        }
+        if more {
+            return Some(Completion {
+                token,
+                id,
+                result: Completion::result_from_raw(result),
+                more,
+                op: None,
+                buf,
+            });
+        }
+        let mut op = self.finish(id)?;
+        let result = match (&op, result) {
+            (Op::Timeout(_), r) if r == -libc::ETIME => 0,
+            (_, r) => r,
+        };
+        if result >= 0 {
+            op.complete_read(result as usize);
+        }
+        Some(Completion {
+            token,
+            id,
+            result: Completion::result_from_raw(result),
+            more,
+            op: Some(op),
+            buf,
+        })
+    }
+
+    /// Removes a finished op from the table, returning its memory to the caller.
+    fn finish(&mut self, id: OpId) -> Option<Op> {
+        let entry = self.table.remove(id)?;
+        audit::reclaim(&entry.op);
+        Some(entry.op)
+    }
+
+    /// Keeps one read outstanding on the wake-up eventfd.
+    fn arm_wake_read(&mut self) {
+        let read = op::Read::new(self.waker.fd(), Vec::with_capacity(8));
+        self.wake_op = Some(self.push(read, WAKE_TOKEN));
+    }
+}
+
+impl Drop for Proactor {
+    fn drop(&mut self) {
+        self.wake_op = None;
+        for id in self.table.ids() {
+            self.detach(id);
+        }
+        let started = Instant::now();
+        while !self.table.is_empty() {
+            if started.elapsed() > DRAIN_LIMIT {
+                tracing::error!(
+                    ops = self.table.len(),
+                    "ops still in the kernel after cancel; leaking their memory rather than freeing it early"
+                );
+                std::mem::forget(std::mem::take(&mut self.table));
+                return;
+            }
+            if let Err(err) = self
+                .driver
+                .poll(&mut self.table, Some(Duration::from_millis(100)))
+            {
+                tracing::error!("waiting for cancelled ops failed: {err}");
+            }
+            while self.pop().is_some() {}
+        }
+    }
+}
+
+impl std::fmt::Debug for Proactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proactor")
+            .field("backend", &self.driver.kind())
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,122 @@
+//! The backends, behind one written contract.
+//!
+//! A backend turns ops stored in the [`OpTable`] into kernel work and reports what the
+//! kernel finished as [`RawCompletion`]s. The front end ([`Proactor`](crate::Proactor))
+//! owns the table, hands out ids, routes completions to callers, and consumes the completions
+//! of detached ops. Every backend must provide:
+//!
+//! - **`push(table, id)`** — start the op at `id`. Never fails and never blocks: what cannot
+//!   be handed to the kernel now (full submission queue, fd not ready) waits in the backend
+//!   and goes out later, in push order per fd. Errors of the op itself are reported as its
+//!   completion, never returned here.
+//! - **`cancel(table, id)`** — ask for the op to finish early. The op's final completion is
+//!   still reported exactly once: `-ECANCELED`, or its real result if it won the race. A
+//!   cancel of an op that already finished is a no-op.
+//! - **`poll(table, timeout)`** — submit everything queued, then wait until at least one
+//!   completion is available, `timeout` passes (`Some(ZERO)`: never block; `None`: no limit)
+//!   or the proactor's eventfd is written. A signal interrupting the wait (`EINTR`) is a
+//!   normal return, not an error. On io_uring this is one `io_uring_enter`.
+//! - **`pop(table)`** — the next completion, in the order the kernel produced them; per op,
+//!   `more == false` exactly once and last. Multishot receives fall back to single receives
+//!   into owned buffers when the buffer pool is dry, without ending the op.
+//! - **`forget_fd(fd)`** — the fd is being closed: drop any per-fd registration.
+//! - **`features()`**, **`kind()`** — what the backend is and what it uses.
+//!
+//! Ops keep everything the kernel touches behind heap pointers (see [`crate::op`]), so a
+//! backend may build kernel requests from `&mut Op` in the table at any time before the
+//! request is submitted, and the memory stays valid until the op is removed from the table,
+//! which the front end does only after the final completion.
+
+pub(crate) mod epoll;
+pub(crate) mod uring;
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use crate::buf::BufPool;
+use crate::completion::RawCompletion;
+use crate::table::{OpId, OpTable};
+use crate::{BackendKind, Features};
+
+/// The contract every backend implements (see the module docs).
+pub(crate) trait Backend {
+    /// Starts the op at `id`.
+    fn push(&mut self, table: &mut OpTable, id: OpId);
+    /// Asks for the op at `id` to finish early.
+    fn cancel(&mut self, table: &mut OpTable, id: OpId);
+    /// Submits queued work and waits for a completion, the timeout or a wake-up.
+    fn poll(&mut self, table: &mut OpTable, timeout: Option<Duration>) -> io::Result<()>;
+    /// The next completion.
+    fn pop(&mut self, table: &mut OpTable) -> Option<RawCompletion>;
+    /// Drops per-fd state of an fd about to be closed.
+    fn forget_fd(&mut self, fd: RawFd);
+    /// What the backend uses.
+    fn features(&self) -> &Features;
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+}
+
+/// What a backend needs from the builder.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Submission queue entries (a power of two).
+    pub(crate) entries: u32,
+    /// Provided receive buffers: how many (a power of two) and how large.
+    pub(crate) recv_buffers: u16,
+    /// Size of each provided receive buffer.
+    pub(crate) recv_buffer_size: usize,
+    /// The eventfd of the proactor's [`Waker`](crate::Waker); backends watch it so that a
+    /// write ends the wait.
+    pub(crate) wake_fd: RawFd,
+}
+
+/// The backend a proactor runs on; a static dispatch over the implementations.
+pub(crate) enum Driver {
+    /// io_uring.
+    Uring(uring::Driver),
+    /// epoll.
+    Epoll(epoll::Driver),
+}
+
+macro_rules! delegate {
+    ($self:ident, $d:ident => $e:expr) => {
+        match $self {
+            Driver::Uring($d) => $e,
+            Driver::Epoll($d) => $e,
+        }
+    };
+}
+
+impl Backend for Driver {
+    #[inline]
+    fn push(&mut self, table: &mut OpTable, id: OpId) {
+        delegate!(self, d => d.push(table, id))
+    }
+    #[inline]
+    fn cancel(&mut self, table: &mut OpTable, id: OpId) {
+        delegate!(self, d => d.cancel(table, id))
+    }
+    #[inline]
+    fn poll(&mut self, table: &mut OpTable, timeout: Option<Duration>) -> io::Result<()> {
+        delegate!(self, d => d.poll(table, timeout))
+    }
+    #[inline]
+    fn pop(&mut self, table: &mut OpTable) -> Option<RawCompletion> {
+        delegate!(self, d => d.pop(table))
+    }
+    fn forget_fd(&mut self, fd: RawFd) {
+        delegate!(self, d => d.forget_fd(fd))
+    }
+    fn features(&self) -> &Features {
+        delegate!(self, d => d.features())
+    }
+    fn kind(&self) -> BackendKind {
+        delegate!(self, d => d.kind())
+    }
+}
+
+/// Builds the shared receive-buffer pool for a backend that recycles to a free list.
+pub(crate) fn free_list_pool(config: &Config) -> BufPool {
+    BufPool::with_free_list(config.recv_buffers, config.recv_buffer_size)
+}

@@ -1,0 +1,143 @@
+//! The op table: every op in flight, keyed by slot index plus a generation.
+//!
+//! `user_data` on the ring is `generation << 32 | index`. A stale completion (or a queued
+//! cancel) whose generation no longer matches its slot is recognised and ignored, so it can
+//! never hit a newer op that reused the slot. Generation 0 is never given to an op: user data
+//! with generation 0 marks the proactor's internal entries (cancel requests, wait timeouts).
+
+use slab::Slab;
+
+use crate::op::Op;
+
+/// Identifies one pushed op until its final completion is popped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OpId {
+    index: u32,
+    generation: u32,
+}
+
+impl OpId {
+    /// The value carried in the ring's `user_data`.
+    pub(crate) fn user_data(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    /// The op a `user_data` names, or `None` for the proactor's internal entries.
+    pub(crate) fn from_user_data(user_data: u64) -> Option<OpId> {
+        let generation = (user_data >> 32) as u32;
+        (generation != 0).then_some(OpId {
+            index: user_data as u32,
+            generation,
+        })
+    }
+
+    /// The slot index, for backends that key per-op state by slot.
+    pub(crate) fn index(self) -> usize {
+        self.index as usize
+    }
+}
+
+/// Where an op is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpState {
+    /// Submitted (or queued for submission); completions go to the caller.
+    Active,
+    /// A cancel was requested; the final completion still goes to the caller.
+    Cancelling,
+    /// The caller gave the op up: its completions are consumed internally and its
+    /// resources (buffers, accepted fds) released once the kernel is done.
+    Detached,
+}
+
+/// One op in flight.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) generation: u32,
+    pub(crate) token: u64,
+    pub(crate) state: OpState,
+    pub(crate) op: Op,
+}
+
+/// Slab of ops in flight.
+#[derive(Debug, Default)]
+pub(crate) struct OpTable {
+    slots: Slab<Entry>,
+    next_generation: u32,
+}
+
+impl OpTable {
+    /// Stores `op` and returns its id.
+    pub(crate) fn insert(&mut self, op: Op, token: u64) -> OpId {
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let generation = self.next_generation;
+        let index = self.slots.insert(Entry {
+            generation,
+            token,
+            state: OpState::Active,
+            op,
+        });
+        let index =
+            u32::try_from(index).unwrap_or_else(|_| unreachable!("more than 2^32 ops in flight"));
+        OpId { index, generation }
+    }
+
+    /// The entry for `id`, unless it already completed.
+    pub(crate) fn get(&self, id: OpId) -> Option<&Entry> {
+        self.slots
+            .get(id.index())
+            .filter(|e| e.generation == id.generation)
+    }
+
+    /// The entry for `id`, unless it already completed.
+    pub(crate) fn get_mut(&mut self, id: OpId) -> Option<&mut Entry> {
+        self.slots
+            .get_mut(id.index())
+            .filter(|e| e.generation == id.generation)
+    }
+
+    /// Removes the entry for `id` (after its final completion).
+    pub(crate) fn remove(&mut self, id: OpId) -> Option<Entry> {
+        self.get(id)?;
+        Some(self.slots.remove(id.index()))
+    }
+
+    /// How many ops are in flight (including detached ones).
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no op is in flight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The ids of every op in flight.
+    pub(crate) fn ids(&self) -> Vec<OpId> {
+        self.slots
+            .iter()
+            .map(|(index, e)| OpId {
+                index: index as u32,
+                generation: e.generation,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::Nop;
+
+    #[test]
+    fn stale_ids_miss_reused_slots() {
+        let mut table = OpTable::default();
+        let first = table.insert(Nop.into(), 1);
+        table.remove(first);
+        let second = table.insert(Nop.into(), 2);
+        assert_eq!(first.index(), second.index());
+        assert!(table.get(first).is_none());
+        assert_eq!(table.get(second).map(|e| e.token), Some(2));
+        assert_eq!(OpId::from_user_data(second.user_data()), Some(second));
+        assert_eq!(OpId::from_user_data(7), None, "generation 0 is internal");
+    }
+}

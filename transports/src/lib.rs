@@ -1,0 +1,3 @@
+//! asyncio's protocol/transport model on the ringloop event loop: TCP, UDP, pipe and
+//! Unix-socket transports, servers, name resolution and streams.
+#![forbid(unsafe_code)]
