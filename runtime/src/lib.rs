@@ -1,0 +1,1 @@
+//! The ringloop event loop (being written).
