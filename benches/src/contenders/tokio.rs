@@ -1,0 +1,58 @@
+//! tokio's current-thread runtime, written as its users write it: a task per connection,
+//! `AsyncReadExt::read` and `AsyncWriteExt::write_all` (epoll underneath, via mio).
+
+use std::io;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::http::{push_responses, RequestCounter};
+use super::{Mode, READ_BUF};
+
+/// Serves `mode` on `listener` forever on a current-thread runtime.
+pub(super) fn serve(listener: std::net::TcpListener, mode: Mode) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = TcpListener::from_std(listener)?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            tokio::spawn(async move {
+                // A peer reset ends the connection; nothing to report in a benchmark.
+                let _ = match mode {
+                    Mode::Echo => echo(stream).await,
+                    Mode::Http => http(stream).await,
+                };
+            });
+        }
+    })
+}
+
+async fn echo(mut stream: TcpStream) -> io::Result<()> {
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        stream.write_all(&buf[..n]).await?;
+    }
+}
+
+async fn http(mut stream: TcpStream) -> io::Result<()> {
+    let mut buf = vec![0u8; READ_BUF];
+    let mut out = Vec::new();
+    let mut requests = RequestCounter::default();
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.clear();
+        push_responses(&mut out, requests.feed(&buf[..n]));
+        stream.write_all(&out).await?;
+    }
+}

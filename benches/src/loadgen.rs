@@ -1,0 +1,321 @@
+//! The load generator: a closed loop over N connections on one thread with edge-triggered
+//! epoll. Each connection writes a request, waits for the complete response (the echo, or the
+//! fixed HTTP response), records the round trip and writes the next one at once.
+//!
+//! Every wait is bounded: a server that stalls or dies turns into an error, never a hang.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::metrics::Histogram;
+
+/// Connections are opened in batches of this size, each batch completing one round trip
+/// before the next opens, so that the server's accept backlog never overflows.
+const CONNECT_BATCH: usize = 256;
+
+/// What one measured window saw.
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    /// Round trips completed within the window.
+    pub(crate) messages: u64,
+    /// Wall-clock length of the window.
+    pub(crate) elapsed: Duration,
+    /// Round-trip latency of each message completed in the window.
+    pub(crate) latency: Histogram,
+}
+
+impl Window {
+    /// Round trips per second.
+    pub(crate) fn msgs_per_s(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    /// A request is in flight (written or being written, response not complete).
+    busy: bool,
+    sent: usize,
+    received: usize,
+    started: Instant,
+}
+
+/// A closed-loop client over a fixed set of connections.
+pub(crate) struct LoadGen {
+    ep: OwnedFd,
+    conns: Vec<Conn>,
+    request: Vec<u8>,
+    response_len: usize,
+    scratch: Vec<u8>,
+    events: Vec<libc::epoll_event>,
+    outstanding: usize,
+}
+
+impl std::fmt::Debug for LoadGen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadGen")
+            .field("conns", &self.conns.len())
+            .field("request_len", &self.request.len())
+            .field("response_len", &self.response_len)
+            .field("outstanding", &self.outstanding)
+            .finish()
+    }
+}
+
+impl LoadGen {
+    /// Opens `n` connections to `addr`, each completing one round trip before returning.
+    ///
+    /// # Errors
+    /// A refused or failed connection, a wrong response, or `timeout` elapsing.
+    pub(crate) fn connect(
+        addr: SocketAddr,
+        n: usize,
+        request: Vec<u8>,
+        response_len: usize,
+        timeout: Duration,
+    ) -> io::Result<LoadGen> {
+        // SAFETY: epoll_create1 has no memory-safety preconditions.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `ep` is a fresh descriptor owned by nobody else.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        let mut lg = LoadGen {
+            ep,
+            conns: Vec::with_capacity(n),
+            request,
+            response_len,
+            scratch: vec![0; 64 * 1024],
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
+            outstanding: 0,
+        };
+        let deadline = Instant::now() + timeout;
+        while lg.conns.len() < n {
+            let batch_end = (lg.conns.len() + CONNECT_BATCH).min(n);
+            for idx in lg.conns.len()..batch_end {
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
+                let stream = TcpStream::connect_timeout(&addr, left).map_err(|e| {
+                    io::Error::new(e.kind(), format!("connection {idx} to {addr}: {e}"))
+                })?;
+                stream.set_nodelay(true)?;
+                stream.set_nonblocking(true)?;
+                reset_on_close(&stream);
+                lg.ctl(libc::EPOLL_CTL_ADD, stream.as_raw_fd(), idx, false)?;
+                lg.conns.push(Conn {
+                    stream,
+                    busy: false,
+                    sent: 0,
+                    received: 0,
+                    started: Instant::now(),
+                });
+                lg.start(idx)?;
+            }
+            lg.pump(deadline, false, &mut Window::default())?;
+        }
+        Ok(lg)
+    }
+
+    /// Drives every connection in a closed loop for `dur`. Requests still in flight at the
+    /// end stay in flight (a later `run` or `drain` completes them).
+    pub(crate) fn run(&mut self, dur: Duration) -> io::Result<Window> {
+        for idx in 0..self.conns.len() {
+            if !self.conns[idx].busy {
+                self.start(idx)?;
+            }
+        }
+        let started = Instant::now();
+        let mut win = Window::default();
+        self.pump(started + dur, true, &mut win)?;
+        win.elapsed = started.elapsed();
+        Ok(win)
+    }
+
+    /// Sends nothing new and waits until every in-flight request has its response.
+    pub(crate) fn drain(&mut self, timeout: Duration) -> io::Result<Window> {
+        let started = Instant::now();
+        let mut win = Window::default();
+        self.pump(started + timeout, false, &mut win)?;
+        win.elapsed = started.elapsed();
+        Ok(win)
+    }
+
+    fn ctl(&self, op: i32, fd: i32, idx: usize, want_write: bool) -> io::Result<()> {
+        let mut events = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        if want_write {
+            events |= libc::EPOLLOUT as u32;
+        }
+        let mut ev = libc::epoll_event {
+            events,
+            u64: idx as u64,
+        };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        if unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Begins a new request on connection `idx`.
+    fn start(&mut self, idx: usize) -> io::Result<()> {
+        let c = &mut self.conns[idx];
+        c.busy = true;
+        c.sent = 0;
+        c.received = 0;
+        c.started = Instant::now();
+        self.outstanding += 1;
+        self.write_some(idx)
+    }
+
+    /// Writes what the socket takes of the current request; arms `EPOLLOUT` if it is full.
+    fn write_some(&mut self, idx: usize) -> io::Result<()> {
+        let c = &mut self.conns[idx];
+        while c.sent < self.request.len() {
+            match c.stream.write(&self.request[c.sent..]) {
+                Ok(n) => c.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let fd = c.stream.as_raw_fd();
+                    return self.ctl(libc::EPOLL_CTL_MOD, fd, idx, true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("write on connection {idx}: {e}"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles events until `until`; when `keep_going` is false, returns as soon as nothing is
+    /// in flight (and fails if `until` passes first).
+    fn pump(&mut self, until: Instant, keep_going: bool, win: &mut Window) -> io::Result<()> {
+        loop {
+            if !keep_going && self.outstanding == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= until {
+                if keep_going {
+                    return Ok(());
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{} of {} responses still missing",
+                        self.outstanding,
+                        self.conns.len()
+                    ),
+                ));
+            }
+            let wait_ms = (until - now).as_millis().clamp(1, 100) as i32;
+            let ep = self.ep.as_raw_fd();
+            // SAFETY: `events` is a writable array of the length passed.
+            let n = unsafe {
+                libc::epoll_wait(
+                    ep,
+                    self.events.as_mut_ptr(),
+                    self.events.len() as i32,
+                    wait_ms,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            for i in 0..n as usize {
+                let ev = self.events[i];
+                let (idx, flags) = (ev.u64 as usize, ev.events);
+                if flags & libc::EPOLLOUT as u32 != 0 && self.conns[idx].busy {
+                    let fd = self.conns[idx].stream.as_raw_fd();
+                    self.ctl(libc::EPOLL_CTL_MOD, fd, idx, false)?;
+                    self.write_some(idx)?;
+                }
+                if flags & !(libc::EPOLLOUT as u32) != 0 {
+                    self.read_some(idx, keep_going, win)?;
+                }
+            }
+        }
+    }
+
+    /// Reads the response in progress on `idx`; on completion records it and, when
+    /// `keep_going`, starts the next request.
+    fn read_some(&mut self, idx: usize, keep_going: bool, win: &mut Window) -> io::Result<()> {
+        loop {
+            let c = &mut self.conns[idx];
+            let want = if c.busy {
+                (self.response_len - c.received).min(self.scratch.len())
+            } else {
+                1
+            };
+            match c.stream.read(&mut self.scratch[..want]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("server closed connection {idx}"),
+                    ))
+                }
+                Ok(n) if !c.busy => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{n} unexpected bytes on idle connection {idx}"),
+                    ))
+                }
+                Ok(n) => {
+                    c.received += n;
+                    if c.received == self.response_len {
+                        c.busy = false;
+                        win.latency.record(c.started.elapsed().as_nanos() as u64);
+                        win.messages += 1;
+                        self.outstanding -= 1;
+                        if keep_going {
+                            self.start(idx)?;
+                        }
+                        return Ok(());
+                    }
+                    if n < want {
+                        return Ok(()); // drained; edge-triggered epoll reports the next bytes
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("read on connection {idx}: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Makes `close` send a reset instead of a FIN, so benchmark runs leave no TIME_WAIT sockets
+/// behind to exhaust ephemeral ports across rounds.
+fn reset_on_close(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value points to a live linger of the length passed. Failure only
+    // leaves the default close behaviour, so it is ignored.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}

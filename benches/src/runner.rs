@@ -1,0 +1,444 @@
+//! The benchmark run: for each workload, rounds of every contender interleaved
+//! (A B C A B C …), each measurement against a fresh server process; then the summaries.
+//!
+//! Progress goes to stderr, the table to stdout. A failing contender is reported in its
+//! record's note and the run goes on.
+
+use std::io::{self, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::callgrind;
+use crate::cli::BenchArgs;
+use crate::contenders::http::{REQUEST, RESPONSE};
+use crate::contenders::Contender;
+use crate::loadgen::LoadGen;
+use crate::metrics::{process_cpu_time, process_rss, us, Spread};
+use crate::micro::{MicroKind, MicroResult};
+use crate::report::Record;
+use crate::server::{spawn_pinned, ServerProcess};
+use crate::syscalls::{self, SyscallCounter};
+use crate::{pin, workload::Workload};
+
+/// One round of one contender on a network workload.
+#[derive(Clone, Copy, Debug, Default)]
+struct NetSample {
+    msgs_per_s: f64,
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+    max_us: Option<f64>,
+    cpu_us_per_msg: Option<f64>,
+    syscalls_per_msg: Option<f64>,
+}
+
+/// Settings shared by every measurement of a run.
+#[derive(Debug)]
+struct Plan<'a> {
+    args: &'a BenchArgs,
+    perf: bool,
+}
+
+/// Runs everything `args` asks for and returns one record per workload × contender.
+pub(crate) fn run(args: &BenchArgs) -> Vec<Record> {
+    let mut net_contenders = Vec::new();
+    for &c in &args.contenders {
+        match c.unavailable_reason() {
+            None => net_contenders.push(c),
+            Some(why) => eprintln!("note: {} skipped: {why}", c.name()),
+        }
+    }
+    let perf = args.syscalls && syscalls::perf_usable();
+    if args.syscalls && !perf {
+        eprintln!("note: `perf stat -e raw_syscalls:sys_enter` is not usable here: syscalls/msg reported as null");
+    }
+    let plan = Plan { args, perf };
+    let mut records = Vec::new();
+    for w in &args.workloads {
+        eprintln!("== {w}");
+        match *w {
+            Workload::Echo { .. } | Workload::Http { .. } => {
+                records.extend(plan.network(*w, &net_contenders))
+            }
+            Workload::Idle { conns } => records.extend(plan.idle(conns, &net_contenders)),
+            Workload::Micro(kind) => records.extend(plan.micro(kind)),
+        }
+    }
+    if args.instructions {
+        plan.instructions(&mut records, &net_contenders);
+    }
+    records
+}
+
+/// The request and the expected response length of a network workload.
+fn traffic(w: Workload) -> (Vec<u8>, usize) {
+    match w {
+        Workload::Http { .. } => (REQUEST.to_vec(), RESPONSE.len()),
+        _ => {
+            let size = w.size().unwrap_or(64);
+            ((0..size).map(|i| (i % 251) as u8).collect(), size)
+        }
+    }
+}
+
+/// Time allowed to open `conns` connections.
+fn connect_timeout(conns: usize) -> Duration {
+    Duration::from_secs(10) + Duration::from_millis(conns as u64 * 2)
+}
+
+fn err_note(e: &io::Error) -> String {
+    let s = e.to_string();
+    if s.chars().count() > 160 {
+        format!("{}…", s.chars().take(160).collect::<String>())
+    } else {
+        s
+    }
+}
+
+impl Plan<'_> {
+    fn network(&self, w: Workload, contenders: &[Contender]) -> Vec<Record> {
+        let mut samples: Vec<Vec<NetSample>> = vec![Vec::new(); contenders.len()];
+        let mut notes: Vec<Option<String>> = vec![None; contenders.len()];
+        for round in 1..=self.args.rounds {
+            for (i, &c) in contenders.iter().enumerate() {
+                match self.measure_network(c, w) {
+                    Ok(s) => {
+                        eprintln!(
+                            "  round {round}/{}: {:<18} {:>10.0} msgs/s  cpu {} µs/msg  syscalls {}",
+                            self.args.rounds,
+                            c.name(),
+                            s.msgs_per_s,
+                            s.cpu_us_per_msg.map_or("-".into(), |v| format!("{v:.2}")),
+                            s.syscalls_per_msg.map_or("-".into(), |v| format!("{v:.3}")),
+                        );
+                        samples[i].push(s);
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "  round {round}/{}: {:<18} failed: {e}",
+                            self.args.rounds,
+                            c.name()
+                        );
+                        notes[i].get_or_insert_with(|| err_note(&e));
+                    }
+                }
+            }
+        }
+        contenders
+            .iter()
+            .zip(samples)
+            .zip(notes)
+            .map(|((c, s), note)| Record {
+                workload: w.name().into(),
+                contender: c.name().into(),
+                conns: w.conns(),
+                size: w.size().filter(|_| matches!(w, Workload::Echo { .. })),
+                msgs_per_s: Spread::of(s.iter().map(|x| Some(x.msgs_per_s))),
+                p50_us: Spread::of(s.iter().map(|x| x.p50_us)).map(|s| s.median),
+                p99_us: Spread::of(s.iter().map(|x| x.p99_us)).map(|s| s.median),
+                max_us: Spread::of(s.iter().map(|x| x.max_us)).map(|s| s.max),
+                server_cpu_us_per_msg: Spread::of(s.iter().map(|x| x.cpu_us_per_msg)),
+                syscalls_per_msg: Spread::of(s.iter().map(|x| x.syscalls_per_msg))
+                    .map(|s| s.median),
+                rounds: s.len(),
+                note,
+                ..Record::default()
+            })
+            .collect()
+    }
+
+    fn measure_network(&self, c: Contender, w: Workload) -> io::Result<NetSample> {
+        let (mode, conns) = (
+            w.mode().unwrap_or(crate::contenders::Mode::Echo),
+            w.conns().unwrap_or(1),
+        );
+        let (request, response_len) = traffic(w);
+        let window = self.args.duration;
+        let mut server = ServerProcess::spawn(c, mode, &[], Duration::from_secs(10))?;
+        let pid = server.pid();
+        let mut lg = LoadGen::connect(
+            server.addr,
+            conns,
+            request,
+            response_len,
+            connect_timeout(conns),
+        )?;
+        lg.run((window / 2).clamp(Duration::from_millis(100), Duration::from_millis(500)))?;
+        let cpu0 = process_cpu_time(pid)?;
+        let win = lg.run(window)?;
+        let cpu1 = process_cpu_time(pid)?;
+        let syscalls_per_msg = if self.perf {
+            match count_syscalls(pid, &mut lg, window / 2) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("  note: syscall count failed: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if !server.is_alive() {
+            return Err(io::Error::other("server exited during the run"));
+        }
+        if win.messages == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no message completed in the window",
+            ));
+        }
+        let cpu = cpu1.saturating_sub(cpu0);
+        Ok(NetSample {
+            msgs_per_s: win.msgs_per_s(),
+            p50_us: win.latency.quantile(0.5).map(us),
+            p99_us: win.latency.quantile(0.99).map(us),
+            max_us: Some(us(win.latency.max())),
+            cpu_us_per_msg: Some(cpu.as_secs_f64() * 1e6 / win.messages as f64),
+            syscalls_per_msg,
+        })
+    }
+
+    fn idle(&self, conns: usize, contenders: &[Contender]) -> Vec<Record> {
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+        let mut notes: Vec<Option<String>> = vec![None; contenders.len()];
+        for round in 1..=self.args.rounds {
+            for (i, &c) in contenders.iter().enumerate() {
+                match measure_idle(c, conns) {
+                    Ok(b) => {
+                        eprintln!(
+                            "  round {round}/{}: {:<18} {b:>8.0} B/conn",
+                            self.args.rounds,
+                            c.name()
+                        );
+                        samples[i].push(b);
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "  round {round}/{}: {:<18} failed: {e}",
+                            self.args.rounds,
+                            c.name()
+                        );
+                        notes[i].get_or_insert_with(|| err_note(&e));
+                    }
+                }
+            }
+        }
+        contenders
+            .iter()
+            .zip(samples)
+            .zip(notes)
+            .map(|((c, s), note)| Record {
+                workload: "idle".into(),
+                contender: c.name().into(),
+                conns: Some(conns),
+                rss_bytes_per_conn: Spread::of(s.iter().map(|&b| Some(b))).map(|s| s.median),
+                rounds: s.len(),
+                note,
+                ..Record::default()
+            })
+            .collect()
+    }
+
+    fn micro(&self, kind: MicroKind) -> Vec<Record> {
+        let mut contenders = vec![Contender::Tokio];
+        if kind != MicroKind::TimersDelayQueue {
+            for c in [Contender::RingloopIoUring, Contender::RingloopEpoll] {
+                if self.args.contenders.contains(&c) {
+                    contenders.push(c);
+                }
+            }
+        }
+        let n = kind.count(self.args.quick);
+        let mut samples: Vec<Vec<MicroResult>> = vec![Vec::new(); contenders.len()];
+        let mut notes: Vec<Option<String>> = vec![None; contenders.len()];
+        for round in 1..=self.args.rounds {
+            for (i, &c) in contenders.iter().enumerate() {
+                if let Some(why) = c.unavailable_reason() {
+                    notes[i].get_or_insert_with(|| why.to_string());
+                    continue;
+                }
+                match run_micro_child(c, kind, n) {
+                    Ok(r) => {
+                        eprintln!(
+                            "  round {round}/{}: {:<18} {:>12.0} ops/s  {:.3} s",
+                            self.args.rounds,
+                            c.name(),
+                            r.ops_per_s,
+                            r.secs
+                        );
+                        samples[i].push(r);
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "  round {round}/{}: {:<18} failed: {e}",
+                            self.args.rounds,
+                            c.name()
+                        );
+                        notes[i].get_or_insert_with(|| err_note(&e));
+                    }
+                }
+            }
+        }
+        contenders
+            .iter()
+            .zip(samples)
+            .zip(notes)
+            .map(|((c, s), note)| Record {
+                workload: kind.name().into(),
+                contender: c.name().into(),
+                msgs_per_s: Spread::of(s.iter().map(|r| Some(r.ops_per_s))),
+                p50_us: Spread::of(s.iter().map(|r| r.p50_us)).map(|s| s.median),
+                p99_us: Spread::of(s.iter().map(|r| r.p99_us)).map(|s| s.median),
+                max_us: Spread::of(s.iter().map(|r| r.max_us)).map(|s| s.max),
+                secs: Spread::of(s.iter().map(|r| Some(r.secs))).map(|s| s.median),
+                early: (!s.is_empty()).then(|| s.iter().map(|r| r.early).sum()),
+                rounds: s.len(),
+                note,
+                ..Record::default()
+            })
+            .collect()
+    }
+
+    /// Fills `instructions_per_msg` of the network records, one callgrind run per contender
+    /// and echo/http workload.
+    fn instructions(&self, records: &mut [Record], contenders: &[Contender]) {
+        if !callgrind::usable() {
+            eprintln!(
+                "note: valgrind/callgrind_control not found: instructions/msg reported as null"
+            );
+            return;
+        }
+        let window = self.args.duration.max(Duration::from_secs(1));
+        for w in &self.args.workloads {
+            let (Some(mode), Some(conns)) = (w.mode(), w.conns()) else {
+                continue;
+            };
+            if matches!(w, Workload::Idle { .. }) {
+                continue;
+            }
+            eprintln!("== instructions: {w} (callgrind)");
+            let (request, response_len) = traffic(*w);
+            for &c in contenders {
+                let load = callgrind::Load {
+                    mode,
+                    conns,
+                    response_len,
+                    window,
+                };
+                let result = callgrind::instructions_per_msg(c, load, request.clone());
+                let rec = records.iter_mut().find(|r| {
+                    r.workload == w.name()
+                        && r.contender == c.name()
+                        && r.conns == w.conns()
+                        && (r.size == w.size() || r.size.is_none())
+                });
+                match result {
+                    Ok(ir) => {
+                        eprintln!("  {:<18} {ir:>8.0} instructions/msg", c.name());
+                        if let Some(r) = rec {
+                            r.instructions_per_msg = Some(ir);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("  {:<18} callgrind failed: {e}", c.name());
+                        if let Some(r) = rec {
+                            let n = format!("callgrind: {}", err_note(&e));
+                            r.note =
+                                Some(r.note.take().map_or(n.clone(), |old| format!("{old}; {n}")));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts the server's syscalls over a `window` of load; `None` if nothing completed.
+fn count_syscalls(pid: u32, lg: &mut LoadGen, window: Duration) -> io::Result<Option<f64>> {
+    let mut counter = SyscallCounter::attach(pid)?;
+    counter.enable()?;
+    let win = lg.run(window)?;
+    counter.disable()?;
+    let calls = counter.finish()?;
+    Ok((win.messages > 0).then(|| calls as f64 / win.messages as f64))
+}
+
+/// Resident memory per connection: VmRSS before and after opening `conns` connections that
+/// each made one round trip and then stay idle.
+fn measure_idle(c: Contender, conns: usize) -> io::Result<f64> {
+    let (request, response_len) = traffic(Workload::Echo { conns, size: 64 });
+    let server = ServerProcess::spawn(
+        c,
+        crate::contenders::Mode::Echo,
+        &[],
+        Duration::from_secs(10),
+    )?;
+    std::thread::sleep(Duration::from_millis(50));
+    let before = process_rss(server.pid())?;
+    let lg = LoadGen::connect(
+        server.addr,
+        conns,
+        request,
+        response_len,
+        connect_timeout(conns),
+    )?;
+    std::thread::sleep(Duration::from_millis(200));
+    let after = process_rss(server.pid())?;
+    drop(lg);
+    Ok(after.saturating_sub(before) as f64 / conns as f64)
+}
+
+/// Runs one micro-workload in a child pinned to the server core.
+fn run_micro_child(c: Contender, kind: MicroKind, n: u64) -> io::Result<MicroResult> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args([
+        "micro",
+        "--contender",
+        c.name(),
+        "--kind",
+        kind.name(),
+        "--n",
+        &n.to_string(),
+    ]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = spawn_pinned(&mut cmd, pin::SERVER_CPU)?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("no stdout pipe"))?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "micro-workload took over 120 s",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let out = reader
+        .join()
+        .map_err(|_| io::Error::other("reader thread panicked"))?;
+    if !status.success() {
+        return Err(io::Error::other(format!(
+            "micro-workload exited with {status}"
+        )));
+    }
+    out.lines().find_map(MicroResult::parse).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("no RESULT line in {out:?}"),
+        )
+    })
+}
