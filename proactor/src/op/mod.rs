@@ -169,3 +169,18 @@ into_op!(
     PollAdd,
     WaitId,
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ops move into the table and back out in every completion: keep them small.
+    #[test]
+    fn ops_stay_small_to_move() {
+        assert!(
+            std::mem::size_of::<Op>() <= 80,
+            "Op is {} bytes",
+            std::mem::size_of::<Op>()
+        );
+    }
+}

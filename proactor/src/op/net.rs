@@ -155,10 +155,11 @@ pub(crate) fn sock_addr_from(
     Some(addr)
 }
 
-/// `sendmsg(2)`: vectored data, optionally to `addr` (UDP `sendto`), with `MSG_NOSIGNAL`.
+/// `sendmsg(2)`: vectored data, optionally to an address (UDP `sendto`), with `MSG_NOSIGNAL`.
 ///
-/// Reuse one `SendMsg` per transport ([`SendMsg::reset`]) so its scratch allocation is paid
-/// once.
+/// The destination is copied into the op's boxed scratch space, so the op stays small to
+/// move. Reuse one `SendMsg` per transport ([`SendMsg::reset`]) so its scratch allocation
+/// is paid once.
 #[derive(Debug)]
 pub struct SendMsg {
     /// The socket.
@@ -167,52 +168,59 @@ pub struct SendMsg {
     pub bufs: Vec<Vec<u8>>,
     /// Bytes of the concatenation already sent.
     pub start: usize,
-    /// Destination, for unconnected datagram sockets.
-    pub addr: Option<SockAddr>,
     /// Extra `MSG_*` flags.
     pub flags: i32,
     pub(crate) scratch: Box<MsgScratch>,
+    /// Length of the destination in `scratch.addr`; 0 for a connected socket.
+    addr_len: libc::socklen_t,
 }
 
 impl SendMsg {
     /// Sends `bufs` on a connected socket, or to `addr`.
-    pub fn new(fd: RawFd, bufs: Vec<Vec<u8>>, addr: Option<SockAddr>) -> Self {
-        SendMsg {
+    pub fn new(fd: RawFd, bufs: Vec<Vec<u8>>, addr: Option<&SockAddr>) -> Self {
+        let mut op = SendMsg {
             fd,
-            bufs,
+            bufs: Vec::new(),
             start: 0,
-            addr,
             flags: 0,
             scratch: MsgScratch::boxed(),
-        }
+            addr_len: 0,
+        };
+        op.reset(bufs, addr);
+        op
     }
 
     /// Makes this op ready to send `bufs` to `addr`, keeping its scratch allocation.
-    pub fn reset(&mut self, bufs: Vec<Vec<u8>>, addr: Option<SockAddr>) {
+    pub fn reset(&mut self, bufs: Vec<Vec<u8>>, addr: Option<&SockAddr>) {
         self.bufs = bufs;
-        self.addr = addr;
         self.start = 0;
+        self.addr_len = match addr {
+            Some(addr) => {
+                let len = (addr.len() as usize).min(mem::size_of::<libc::sockaddr_storage>());
+                // SAFETY: `addr.as_ptr()` points to `addr.len()` initialised bytes; we copy at
+                // most the size of the scratch storage, which is where they go.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        addr.as_ptr().cast::<u8>(),
+                        (&mut self.scratch.addr as *mut libc::sockaddr_storage).cast::<u8>(),
+                        len,
+                    )
+                };
+                len as libc::socklen_t
+            }
+            None => 0,
+        };
+    }
+
+    /// The destination, if one was set.
+    pub fn addr(&self) -> Option<SockAddr> {
+        sock_addr_from(&self.scratch.addr, self.addr_len)
     }
 
     /// Builds the header for the kernel; valid while `self` is not mutated.
     pub(crate) fn prepare(&mut self) -> *const libc::msghdr {
         fill_write_iovecs(&mut self.scratch.iovecs, &self.bufs, self.start);
-        let addr_len = match &self.addr {
-            Some(addr) => {
-                let len = addr.len();
-                // SAFETY: `addr.as_ptr()` points to `len` initialised bytes of a socket
-                // address no larger than `sockaddr_storage`; the scratch storage has room.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        addr.as_ptr().cast::<u8>(),
-                        (&mut self.scratch.addr as *mut libc::sockaddr_storage).cast::<u8>(),
-                        len as usize,
-                    )
-                };
-                Some(len)
-            }
-            None => None,
-        };
+        let addr_len = (self.addr_len != 0).then_some(self.addr_len);
         self.scratch.link(addr_len)
     }
 }
