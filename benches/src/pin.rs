@@ -8,9 +8,11 @@ pub(crate) const SERVER_CPU: usize = 0;
 /// The core the harness's load generator runs on.
 pub(crate) const LOADGEN_CPU: usize = 1;
 
-/// Number of CPUs this process may run on.
+/// Number of CPUs online (not this thread's affinity mask, which pinning narrows to one).
 pub(crate) fn cpus_available() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 /// Pins the calling thread (and what it later execs or spawns) to `cpu`.

@@ -116,7 +116,8 @@ impl SyscallCounter {
         };
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut got = Vec::new();
-        while !got.ends_with(b"ack\n") {
+        // perf answers "ack\n" followed by a NUL byte.
+        while !got.windows(4).any(|w| w == b"ack\n") {
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .as_millis() as i32;

@@ -90,7 +90,7 @@ fn accept_all(ep: i32, lfd: i32, conns: &mut Vec<Option<Conn>>) -> io::Result<()
             conns.resize_with(idx + 1, || None);
         }
         conns[idx] = Some(Conn {
-            buf: vec![0; READ_BUF],
+            buf: Vec::with_capacity(READ_BUF), // capacity only: the kernel touches the pages it writes
             pending: Vec::new(),
             requests: RequestCounter::default(),
         });
@@ -107,8 +107,9 @@ fn accept_all(ep: i32, lfd: i32, conns: &mut Vec<Option<Conn>>) -> io::Result<()
 /// Reads until drained, answering as it goes. Returns false when the connection is done.
 fn on_readable(ep: i32, fd: i32, conn: &mut Conn, mode: Mode, out: &mut Vec<u8>) -> bool {
     loop {
-        // SAFETY: `conn.buf` is a writable buffer of the length passed.
-        let n = unsafe { libc::read(fd, conn.buf.as_mut_ptr().cast(), conn.buf.len()) };
+        conn.buf.clear();
+        // SAFETY: `conn.buf` has writable capacity of the length passed.
+        let n = unsafe { libc::read(fd, conn.buf.as_mut_ptr().cast(), conn.buf.capacity()) };
         if n == 0 {
             return false;
         }
@@ -116,6 +117,8 @@ fn on_readable(ep: i32, fd: i32, conn: &mut Conn, mode: Mode, out: &mut Vec<u8>)
             return io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
         }
         let n = n as usize;
+        // SAFETY: read() initialised the first `n` bytes, within the capacity.
+        unsafe { conn.buf.set_len(n) };
         let alive = match mode {
             Mode::Echo => send(ep, fd, &mut conn.pending, &conn.buf[..n]),
             Mode::Http => {
@@ -127,7 +130,7 @@ fn on_readable(ep: i32, fd: i32, conn: &mut Conn, mode: Mode, out: &mut Vec<u8>)
         if !alive {
             return false;
         }
-        if n < conn.buf.len() {
+        if n < conn.buf.capacity() {
             return true; // drained: edge-triggered epoll reports the next arrival
         }
     }

@@ -57,7 +57,8 @@ pub(super) fn serve(listener: std::net::TcpListener, mode: Mode) -> io::Result<(
                     set_nodelay(res);
                     let conn = Conn {
                         fd: res,
-                        buf: vec![0; READ_BUF],
+                        // Capacity only: pages are touched by what the kernel writes, not by us.
+                        buf: Vec::with_capacity(READ_BUF),
                         out: Vec::new(),
                         sent: 0,
                         send_len: 0,
@@ -88,6 +89,9 @@ pub(super) fn serve(listener: std::net::TcpListener, mode: Mode) -> io::Result<(
             let next = match key & 3 {
                 OP_RECV if res > 0 => {
                     let n = res as usize;
+                    // SAFETY: the kernel initialised the first `n` bytes of the capacity it was
+                    // given, and `n` does not exceed that capacity.
+                    unsafe { conn.buf.set_len(n) };
                     if mode == Mode::Http {
                         conn.out.clear();
                         push_responses(&mut conn.out, conn.requests.feed(&conn.buf[..n]));
@@ -145,10 +149,11 @@ fn accept(lfd: i32) -> squeue::Entry {
 }
 
 fn recv(conn: &mut Conn, idx: usize) -> squeue::Entry {
+    conn.buf.clear();
     opcode::Recv::new(
         types::Fd(conn.fd),
         conn.buf.as_mut_ptr(),
-        conn.buf.len() as u32,
+        conn.buf.capacity() as u32,
     )
     .build()
     .user_data((idx as u64) << 2 | OP_RECV)
