@@ -68,6 +68,7 @@ pub(crate) struct Config {
     pub(crate) recv_buffer_size: usize,
     /// The eventfd of the proactor's [`Waker`](crate::Waker); backends watch it so that a
     /// write ends the wait.
+    #[allow(dead_code)] // The epoll backend reads it; io_uring watches it with a read op.
     pub(crate) wake_fd: RawFd,
 }
 
