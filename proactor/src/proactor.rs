@@ -97,7 +97,7 @@ impl Builder {
             BackendChoice::Auto => match sys::uring::Driver::new(&config) {
                 Ok(driver) => Driver::Uring(driver),
                 Err(err) => {
-                    tracing::warn!("{err}; using epoll");
+                    tracing::warn!("{}", err.fallback_line());
                     epoll(&config)?
                 }
             },

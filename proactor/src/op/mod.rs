@@ -17,6 +17,7 @@ pub(crate) mod fs;
 mod misc;
 mod net;
 
+pub(crate) use fs::CURRENT_POSITION;
 pub use fs::{Read, Readv, Write, Writev};
 pub use misc::{ChildExit, Close, Nop, PollAdd, Timeout, WaitId};
 pub use net::{Accept, AcceptMulti, Connect, Recv, RecvMsg, RecvMulti, Send, SendMsg, Shutdown};
