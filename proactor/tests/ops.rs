@@ -185,7 +185,7 @@ fn ops_sendmsg_recvmsg_udp_carry_addresses() {
     let b = udp();
     let b_addr = SockAddr::from(b.local_addr().unwrap());
     let id = p.push(RecvMsg::new(fd(&b), Vec::with_capacity(64)), 0);
-    let send = SendMsg::new(fd(&a), vec![b"hel".to_vec(), b"lo".to_vec()], Some(b_addr));
+    let send = SendMsg::new(fd(&a), vec![b"hel".to_vec(), b"lo".to_vec()], Some(&b_addr));
     assert_eq!(run_other(&mut p, send, id).result.unwrap(), 5);
     let (_, done) = finish(&mut p, id);
     assert_eq!(done.result.unwrap(), 5);
@@ -215,7 +215,7 @@ fn ops_sendmsg_to_unreachable_address_fails() {
     let a = udp();
     // An IPv6 destination on an IPv4 socket is rejected.
     let dest = SockAddr::from("[::1]:9".parse::<std::net::SocketAddr>().unwrap());
-    let done = run(&mut p, SendMsg::new(fd(&a), vec![b"x".to_vec()], Some(dest)));
+    let done = run(&mut p, SendMsg::new(fd(&a), vec![b"x".to_vec()], Some(&dest)));
     assert!(done.result.is_err(), "{done:?}");
 }
 

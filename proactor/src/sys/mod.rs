@@ -125,12 +125,3 @@ pub(crate) fn free_list_pool(config: &Config) -> BufPool {
     BufPool::with_free_list(config.recv_buffers, config.recv_buffer_size)
 }
 
-/// Names the front-end items that only the io_uring backend uses, so that a branch where
-/// `sys/uring` is still a stub builds without dead-code warnings (an `allow(dead_code)` item
-/// keeps what it references alive). Delete once `sys/uring` uses them all.
-#[allow(dead_code)] // Deliberately unused: it exists only to reference the items below.
-fn used_by_the_uring_backend(config: &Config, timeout: &crate::op::Timeout) {
-    let _ = (&config.wake_fd, &timeout.ts);
-    let _ = (BufPool::with_ring, BufPool::ring_addr, BufPool::count);
-    let _ = crate::error::SetupError::from_uring_setup;
-}
