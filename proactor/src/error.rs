@@ -76,6 +76,18 @@ impl SetupError {
     pub fn kind(&self) -> SetupErrorKind {
         self.kind
     }
+
+    /// The line `BackendChoice::Auto` logs when it falls back to epoll because of this
+    /// error, e.g. "io_uring_setup: EPERM — blocked by seccomp or kernel.io_uring_disabled;
+    /// using epoll". The OS error is added only where the context does not already name it.
+    pub(crate) fn fallback_line(&self) -> String {
+        match (&self.source, self.kind) {
+            (Some(source), SetupErrorKind::Other) => {
+                format!("{} ({source}); using epoll", self.context)
+            }
+            _ => format!("{}; using epoll", self.context),
+        }
+    }
 }
 
 impl fmt::Display for SetupError {
@@ -103,5 +115,39 @@ impl From<SetupError> for io::Error {
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_line_names_the_cause_and_the_backend() {
+        let blocked = SetupError::from_uring_setup(io::Error::from_raw_os_error(libc::EPERM));
+        let line = blocked.fallback_line();
+        if blocked.kind() == SetupErrorKind::Blocked {
+            assert_eq!(
+                line,
+                "io_uring_setup: EPERM — blocked by seccomp or kernel.io_uring_disabled; using epoll"
+            );
+        } else {
+            assert_eq!(
+                line,
+                "io_uring_setup: EPERM — kernel.io_uring_disabled = 2; using epoll"
+            );
+        }
+        let missing = SetupError::from_uring_setup(io::Error::from_raw_os_error(libc::ENOSYS));
+        assert_eq!(
+            missing.fallback_line(),
+            "io_uring_setup: ENOSYS — the kernel has no io_uring; using epoll"
+        );
+        let other = SetupError::from_uring_setup(io::Error::from_raw_os_error(libc::EINVAL));
+        assert!(
+            other.fallback_line().starts_with("io_uring_setup failed (")
+                && other.fallback_line().ends_with("); using epoll"),
+            "{}",
+            other.fallback_line()
+        );
     }
 }

@@ -46,7 +46,7 @@ mod sys;
 mod table;
 mod waker;
 
-pub use backend::{BackendChoice, BackendKind};
+pub use backend::{BackendChoice, BackendKind, BACKEND_ENV};
 pub use buf::RecvBuf;
 pub use completion::Completion;
 pub use error::{SetupError, SetupErrorKind};

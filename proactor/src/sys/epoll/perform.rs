@@ -1,0 +1,364 @@
+//! One non-blocking attempt at each op's syscall.
+//!
+//! Every function here makes the op's syscall once (multishot ops: until `EAGAIN`) and says
+//! whether the op is [`Progress::Done`], with exactly the result the kernel returned
+//! (`-errno` or the value, as io_uring would report it), or must wait for readiness
+//! ([`Progress::Again`]). Sockets get `MSG_DONTWAIT`; other fds were made non-blocking when
+//! first seen (see [`Registry::ensure_nonblocking`](super::registry::Registry)), so no call
+//! here can sleep. `EINTR` is retried.
+//!
+//! Buffers are the op's own (reads fill spare capacity, writes send `buf[start..]`);
+//! pointers are taken from the op for the duration of one syscall only.
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem;
+
+use super::child;
+use super::registry::Side;
+use crate::buf::{BufPool, RecvBuf};
+use crate::completion::RawCompletion;
+use crate::op::{self, Op, CURRENT_POSITION};
+use crate::table::OpId;
+
+/// What one attempt achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Progress {
+    /// The op is finished; its final result (`-errno` or the value).
+    Done(i32),
+    /// Not ready (`EAGAIN`, a connect in progress, a child still running): park the op.
+    Again,
+}
+
+/// Where a multishot op's intermediate completions and buffers come from and go.
+pub(super) struct Sink<'a> {
+    /// The op being attempted.
+    pub(super) id: OpId,
+    /// The provided-buffer pool multishot receives fill.
+    pub(super) pool: &'a BufPool,
+    /// A buffer of the pool's size for when the pool is dry; handed out as an owned chunk
+    /// when data arrives, kept for next time when none does.
+    pub(super) spare: &'a mut Vec<u8>,
+    /// The backend's completion queue.
+    pub(super) ready: &'a mut VecDeque<RawCompletion>,
+}
+
+/// The queue an op waits in while its fd is not ready; `None` for ops that never wait on
+/// an fd's readiness (they complete at push, or are timers or polls).
+pub(super) fn side(op: &Op) -> Option<Side> {
+    match op {
+        Op::Read(_)
+        | Op::Readv(_)
+        | Op::Recv(_)
+        | Op::RecvMulti(_)
+        | Op::RecvMsg(_)
+        | Op::Accept(_)
+        | Op::AcceptMulti(_)
+        | Op::WaitId(_) => Some(Side::Read),
+        Op::Write(_) | Op::Writev(_) | Op::Send(_) | Op::SendMsg(_) | Op::Connect(_) => {
+            Some(Side::Write)
+        }
+        _ => None,
+    }
+}
+
+/// Whether the op's syscall has no per-call non-blocking flag, so its fd must be
+/// `O_NONBLOCK`.
+pub(super) fn needs_nonblocking_fd(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Read(_)
+            | Op::Write(_)
+            | Op::Readv(_)
+            | Op::Writev(_)
+            | Op::Accept(_)
+            | Op::AcceptMulti(_)
+            | Op::Connect(_)
+    )
+}
+
+/// Attempts `op` once. `begun` is per-op scratch that survives between attempts (a connect
+/// already started).
+pub(super) fn attempt(op: &mut Op, begun: &mut bool, sink: Sink<'_>) -> Progress {
+    match op {
+        Op::Read(op) => read(op),
+        Op::Write(op) => write(op),
+        Op::Readv(op) => readv(op),
+        Op::Writev(op) => writev(op),
+        Op::Recv(op) => recv(op),
+        Op::Send(op) => send(op),
+        Op::RecvMsg(op) => recvmsg(op),
+        Op::SendMsg(op) => sendmsg(op),
+        Op::Accept(op) => accept(op),
+        Op::Connect(op) => connect(op, begun),
+        Op::RecvMulti(op) => recv_multi(op, sink),
+        Op::AcceptMulti(op) => accept_multi(op, sink),
+        Op::WaitId(op) => child::try_reap(op),
+        Op::Nop(_) => Progress::Done(0),
+        Op::Shutdown(op) => shutdown(op),
+        Op::Close(op) => close(op),
+        // Timers and polls are driven by the timer heap and the event mask, not attempted.
+        Op::Timeout(_) | Op::PollAdd(_) => Progress::Again,
+    }
+}
+
+/// The calling thread's errno.
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// Runs a syscall wrapper until it is not interrupted: `Ok(value)` or `Err(errno)`.
+fn retry(mut call: impl FnMut() -> isize) -> Result<usize, i32> {
+    loop {
+        let rc = call();
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        match errno() {
+            libc::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// The progress a plain syscall result means.
+fn progress(result: Result<usize, i32>) -> Progress {
+    match result {
+        // Counts are capped by the kernel at 0x7ffff000, fds by the fd limit: both fit.
+        Ok(n) => Progress::Done(i32::try_from(n).unwrap_or(i32::MAX)),
+        Err(libc::EAGAIN) => Progress::Again,
+        Err(e) => Progress::Done(-e),
+    }
+}
+
+/// An explicit file offset, or `None` for the current position (`CURRENT_POSITION`, -1 on
+/// io_uring, means the same as no offset).
+fn position(offset: Option<u64>) -> Option<u64> {
+    offset.filter(|&off| off != CURRENT_POSITION)
+}
+
+/// `buf`'s spare capacity as a raw region for the kernel to fill.
+fn spare(buf: &mut Vec<u8>) -> (*mut libc::c_void, usize) {
+    let spare = buf.spare_capacity_mut();
+    (spare.as_mut_ptr().cast(), spare.len())
+}
+
+fn read(op: &mut op::Read) -> Progress {
+    let (fd, offset) = (op.fd, position(op.offset));
+    let (ptr, len) = spare(&mut op.buf);
+    progress(retry(|| match offset {
+        // SAFETY: `ptr..ptr+len` is the spare capacity of the op's buffer, which lives (and
+        // is not otherwise accessed) for the whole call.
+        Some(off) => unsafe { libc::pread64(fd, ptr, len, off as libc::off64_t) },
+        // SAFETY: as above.
+        None => unsafe { libc::read(fd, ptr, len) },
+    }))
+}
+
+fn write(op: &mut op::Write) -> Progress {
+    let (fd, offset) = (op.fd, position(op.offset));
+    let data = op.remaining();
+    let (ptr, len) = (data.as_ptr().cast::<libc::c_void>(), data.len());
+    progress(retry(|| match offset {
+        // SAFETY: `ptr..ptr+len` are initialised bytes of the op's buffer, alive and
+        // unmodified for the call.
+        Some(off) => unsafe { libc::pwrite64(fd, ptr, len, off as libc::off64_t) },
+        // SAFETY: as above.
+        None => unsafe { libc::write(fd, ptr, len) },
+    }))
+}
+
+fn readv(op: &mut op::Readv) -> Progress {
+    let (fd, offset) = (op.fd, position(op.offset));
+    let iov = op.prepare();
+    let (ptr, count) = (iov.as_ptr(), iov.len() as libc::c_int);
+    progress(retry(|| match offset {
+        // SAFETY: the iovecs point at the spare capacity of the op's buffers, which live and
+        // are not otherwise accessed during the call; `count` is the array's length.
+        Some(off) => unsafe { libc::preadv64(fd, ptr, count, off as libc::off64_t) },
+        // SAFETY: as above.
+        None => unsafe { libc::readv(fd, ptr, count) },
+    }))
+}
+
+fn writev(op: &mut op::Writev) -> Progress {
+    let (fd, offset) = (op.fd, position(op.offset));
+    let iov = op.prepare();
+    let (ptr, count) = (iov.as_ptr(), iov.len() as libc::c_int);
+    progress(retry(|| match offset {
+        // SAFETY: the iovecs point at initialised bytes of the op's buffers, alive and
+        // unmodified during the call; `count` is the array's length (at most IOV_MAX).
+        Some(off) => unsafe { libc::pwritev64(fd, ptr, count, off as libc::off64_t) },
+        // SAFETY: as above.
+        None => unsafe { libc::writev(fd, ptr, count) },
+    }))
+}
+
+fn recv(op: &mut op::Recv) -> Progress {
+    let (fd, flags) = (op.fd, op.flags | libc::MSG_DONTWAIT);
+    let (ptr, len) = spare(&mut op.buf);
+    // SAFETY: `ptr..ptr+len` is the spare capacity of the op's buffer, alive and not
+    // otherwise accessed during the call.
+    progress(retry(|| unsafe { libc::recv(fd, ptr, len, flags) }))
+}
+
+fn send(op: &mut op::Send) -> Progress {
+    let (fd, flags) = (op.fd, op.flags | libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
+    let data = op.remaining();
+    let (ptr, len) = (data.as_ptr().cast::<libc::c_void>(), data.len());
+    // SAFETY: `ptr..ptr+len` are initialised bytes of the op's buffer, alive and unmodified
+    // during the call.
+    progress(retry(|| unsafe { libc::send(fd, ptr, len, flags) }))
+}
+
+fn recvmsg(op: &mut op::RecvMsg) -> Progress {
+    let (fd, flags) = (op.fd, op.flags | libc::MSG_DONTWAIT);
+    let hdr = op.prepare();
+    // SAFETY: `prepare` pointed the boxed header at the op's boxed iovec (the buffer's
+    // spare capacity) and address storage; none of it moves or is touched during the call.
+    progress(retry(|| unsafe { libc::recvmsg(fd, hdr, flags) }))
+}
+
+fn sendmsg(op: &mut op::SendMsg) -> Progress {
+    let (fd, flags) = (op.fd, op.flags | libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
+    let hdr = op.prepare();
+    // SAFETY: `prepare` pointed the boxed header at the op's iovecs (its buffers' unsent
+    // bytes) and destination; all of it stays put and unmodified during the call.
+    progress(retry(|| unsafe { libc::sendmsg(fd, hdr, flags) }))
+}
+
+fn accept(op: &mut op::Accept) -> Progress {
+    let (fd, flags) = (op.fd, op.flags);
+    let (addr, len) = op.prepare();
+    // SAFETY: `addr` and `len` point into the op's boxed address buffer, sized for any
+    // address (`len` says how big), which outlives the call.
+    progress(retry(
+        || unsafe { libc::accept4(fd, addr, len, flags) } as isize
+    ))
+}
+
+/// Starts a connect, or finishes one that was in progress: `SO_ERROR` gives a failure, and a
+/// second `connect` confirms success (`EISCONN`) or says it is still pending (`EALREADY`).
+fn connect(op: &mut op::Connect, begun: &mut bool) -> Progress {
+    let fd = op.fd;
+    if *begun {
+        let mut err: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `err` and `len` are live locals of the sizes the kernel is told.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Progress::Done(-errno());
+        }
+        if err != 0 {
+            return Progress::Done(-err);
+        }
+    }
+    let (addr, len) = (op.addr.as_ptr(), op.addr.len());
+    // SAFETY: `addr` points to the op's boxed socket address of `len` bytes, alive for the
+    // call.
+    match retry(|| unsafe { libc::connect(fd, addr.cast(), len) } as isize) {
+        Ok(_) => Progress::Done(0),
+        Err(libc::EISCONN) if *begun => Progress::Done(0),
+        Err(libc::EINPROGRESS | libc::EALREADY) => {
+            *begun = true;
+            Progress::Again
+        }
+        // A Unix socket whose peer's backlog is full: try the whole connect again later.
+        Err(libc::EAGAIN) => Progress::Again,
+        Err(e) => Progress::Done(-e),
+    }
+}
+
+fn shutdown(op: &mut op::Shutdown) -> Progress {
+    let (fd, how) = (op.fd, op.how_raw());
+    // SAFETY: no pointers are involved.
+    progress(retry(|| unsafe { libc::shutdown(fd, how) } as isize))
+}
+
+fn close(op: &mut op::Close) -> Progress {
+    // SAFETY: the caller hands the fd over to be closed and has no op in flight on it. Not
+    // retried on EINTR: Linux releases the fd even then, and a retry could close a reused
+    // number.
+    if unsafe { libc::close(op.fd) } < 0 {
+        return Progress::Done(-errno());
+    }
+    Progress::Done(0)
+}
+
+/// Receives chunks until `EAGAIN`, one `more` completion each, into pool buffers or, when
+/// the pool is dry, into buffers of its own: data is never left waiting for a free buffer.
+fn recv_multi(op: &mut op::RecvMulti, sink: Sink<'_>) -> Progress {
+    let fd = op.fd;
+    let size = sink.pool.buf_size();
+    loop {
+        let pooled = sink.pool.take();
+        let (ptr, len) = match pooled {
+            Some((_, ptr)) => (ptr.cast::<libc::c_void>(), size),
+            None => {
+                if sink.spare.len() != size {
+                    *sink.spare = vec![0; size];
+                }
+                (sink.spare.as_mut_ptr().cast(), size)
+            }
+        };
+        // SAFETY: `ptr..ptr+len` is either a pool buffer taken off the free list (nobody
+        // else reads or writes it until we wrap it or give it back) or the spare vector's
+        // initialised bytes; both outlive the call.
+        let result = retry(|| unsafe { libc::recv(fd, ptr, len, libc::MSG_DONTWAIT) });
+        let n = match result {
+            Ok(n) if n > 0 => n,
+            other => {
+                if let Some((id, _)) = pooled {
+                    sink.pool.give_back(id);
+                }
+                return progress(other);
+            }
+        };
+        let chunk = match pooled {
+            Some((id, _)) => sink.pool.filled(id, n),
+            None => {
+                let mut data = mem::take(sink.spare);
+                data.truncate(n);
+                RecvBuf::owned(data)
+            }
+        };
+        sink.ready.push_back(RawCompletion {
+            id: sink.id,
+            result: n as i32,
+            more: true,
+            buf: Some(chunk),
+        });
+    }
+}
+
+/// Accepts until `EAGAIN`, one `more` completion per new fd; an error ends the op.
+fn accept_multi(op: &mut op::AcceptMulti, sink: Sink<'_>) -> Progress {
+    let (fd, flags) = (op.fd, op.flags);
+    loop {
+        // SAFETY: null address pointers ask the kernel not to report the peer.
+        let result =
+            retry(
+                || unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), flags) }
+                    as isize,
+            );
+        match result {
+            Ok(new_fd) => sink.ready.push_back(RawCompletion {
+                id: sink.id,
+                result: new_fd as i32,
+                more: true,
+                buf: None,
+            }),
+            other => return progress(other),
+        }
+    }
+}
