@@ -79,8 +79,8 @@ fn measure(contender: Contender, load: Load, request: Vec<u8>, dir: &Path) -> io
         let tail = fs::read_to_string(&log).unwrap_or_default();
         let hint = tail
             .lines()
-            .filter(|l| l.contains("unhandled") || l.contains("io_uring"))
-            .last();
+            .rev()
+            .find(|l| l.contains("unhandled") || l.contains("io_uring"));
         io::Error::new(
             e.kind(),
             format!(
