@@ -1,37 +1,12 @@
-//! The load generator: a closed loop over N connections on one thread with edge-triggered
-//! epoll. Each connection writes a request, waits for the complete response (the echo, or the
-//! fixed HTTP response), records the round trip and writes the next one at once.
-//!
-//! Every wait is bounded: a server that stalls or dies turns into an error, never a hang.
+//! The readiness-based load generator: edge-triggered epoll over nonblocking sockets, a
+//! `write` and a `read` per message. The fallback where io_uring is not allowed.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::metrics::Histogram;
-
-/// Connections are opened in batches of this size, each batch completing one round trip
-/// before the next opens, so that the server's accept backlog never overflows.
-const CONNECT_BATCH: usize = 256;
-
-/// What one measured window saw.
-#[derive(Debug, Default)]
-pub(crate) struct Window {
-    /// Round trips completed within the window.
-    pub(crate) messages: u64,
-    /// Wall-clock length of the window.
-    pub(crate) elapsed: Duration,
-    /// Round-trip latency of each message completed in the window.
-    pub(crate) latency: Histogram,
-}
-
-impl Window {
-    /// Round trips per second.
-    pub(crate) fn msgs_per_s(&self) -> f64 {
-        self.messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
+use super::{missing, open_stream, Window, CONNECT_BATCH};
 
 struct Conn {
     stream: TcpStream,
@@ -43,7 +18,7 @@ struct Conn {
 }
 
 /// A closed-loop client over a fixed set of connections.
-pub(crate) struct LoadGen {
+pub(super) struct EpollLoad {
     ep: OwnedFd,
     conns: Vec<Conn>,
     request: Vec<u8>,
@@ -53,9 +28,9 @@ pub(crate) struct LoadGen {
     outstanding: usize,
 }
 
-impl std::fmt::Debug for LoadGen {
+impl std::fmt::Debug for EpollLoad {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadGen")
+        f.debug_struct("EpollLoad")
             .field("conns", &self.conns.len())
             .field("request_len", &self.request.len())
             .field("response_len", &self.response_len)
@@ -64,18 +39,18 @@ impl std::fmt::Debug for LoadGen {
     }
 }
 
-impl LoadGen {
+impl EpollLoad {
     /// Opens `n` connections to `addr`, each completing one round trip before returning.
     ///
     /// # Errors
     /// A refused or failed connection, a wrong response, or `timeout` elapsing.
-    pub(crate) fn connect(
+    pub(super) fn connect(
         addr: SocketAddr,
         n: usize,
         request: Vec<u8>,
         response_len: usize,
         timeout: Duration,
-    ) -> io::Result<LoadGen> {
+    ) -> io::Result<EpollLoad> {
         // SAFETY: epoll_create1 has no memory-safety preconditions.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep < 0 {
@@ -83,7 +58,7 @@ impl LoadGen {
         }
         // SAFETY: `ep` is a fresh descriptor owned by nobody else.
         let ep = unsafe { OwnedFd::from_raw_fd(ep) };
-        let mut lg = LoadGen {
+        let mut lg = EpollLoad {
             ep,
             conns: Vec::with_capacity(n),
             request,
@@ -96,15 +71,8 @@ impl LoadGen {
         while lg.conns.len() < n {
             let batch_end = (lg.conns.len() + CONNECT_BATCH).min(n);
             for idx in lg.conns.len()..batch_end {
-                let left = deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1));
-                let stream = TcpStream::connect_timeout(&addr, left).map_err(|e| {
-                    io::Error::new(e.kind(), format!("connection {idx} to {addr}: {e}"))
-                })?;
-                stream.set_nodelay(true)?;
+                let stream = open_stream(addr, idx, deadline)?;
                 stream.set_nonblocking(true)?;
-                reset_on_close(&stream);
                 lg.ctl(libc::EPOLL_CTL_ADD, stream.as_raw_fd(), idx, false)?;
                 lg.conns.push(Conn {
                     stream,
@@ -122,7 +90,7 @@ impl LoadGen {
 
     /// Drives every connection in a closed loop for `dur`. Requests still in flight at the
     /// end stay in flight (a later `run` or `drain` completes them).
-    pub(crate) fn run(&mut self, dur: Duration) -> io::Result<Window> {
+    pub(super) fn run(&mut self, dur: Duration) -> io::Result<Window> {
         for idx in 0..self.conns.len() {
             if !self.conns[idx].busy {
                 self.start(idx)?;
@@ -136,7 +104,7 @@ impl LoadGen {
     }
 
     /// Sends nothing new and waits until every in-flight request has its response.
-    pub(crate) fn drain(&mut self, timeout: Duration) -> io::Result<Window> {
+    pub(super) fn drain(&mut self, timeout: Duration) -> io::Result<Window> {
         let started = Instant::now();
         let mut win = Window::default();
         self.pump(started + timeout, false, &mut win)?;
@@ -206,14 +174,7 @@ impl LoadGen {
                 if keep_going {
                     return Ok(());
                 }
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "{} of {} responses still missing",
-                        self.outstanding,
-                        self.conns.len()
-                    ),
-                ));
+                return Err(missing(self.outstanding, self.conns.len()));
             }
             let wait_ms = (until - now).as_millis().clamp(1, 100) as i32;
             let ep = self.ep.as_raw_fd();
@@ -297,25 +258,5 @@ impl LoadGen {
                 }
             }
         }
-    }
-}
-
-/// Makes `close` send a reset instead of a FIN, so benchmark runs leave no TIME_WAIT sockets
-/// behind to exhaust ephemeral ports across rounds.
-fn reset_on_close(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: the option value points to a live linger of the length passed. Failure only
-    // leaves the default close behaviour, so it is ignored.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
     }
 }
