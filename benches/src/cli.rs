@@ -21,7 +21,7 @@ OPTIONS:
                           timers, timers-delayqueue, timer_lateness
     --contenders LIST     comma-separated: ringloop-io-uring, ringloop-epoll, tokio,
                           monoio, compio, bare-io-uring, bare-epoll (default: all built)
-    --duration TIME       measured window per round, e.g. 2s or 500ms (default 1s; quick 0.3s)
+    --duration TIME       measured window per round, e.g. 2s or 500ms (default 0.8s; quick 0.3s)
     --rounds N            rounds per contender, interleaved (default 3)
     --json FILE           also write the records as a JSON array
     --instructions        user-space instructions per message under callgrind (echo only)
@@ -138,7 +138,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Command, String> {
         duration: duration.unwrap_or(if quick {
             Duration::from_millis(300)
         } else {
-            Duration::from_secs(1)
+            Duration::from_millis(800)
         }),
         rounds,
         json,
@@ -313,7 +313,7 @@ mod tests {
             panic!("not a bench")
         };
         assert_eq!(b.rounds, 3);
-        assert_eq!(b.duration, Duration::from_secs(1));
+        assert_eq!(b.duration, Duration::from_millis(800));
         assert_eq!(b.workloads, Workload::default_set());
         let Command::Bench(q) = parse(&args("--quick")).unwrap() else {
             panic!("not a bench")

@@ -75,13 +75,13 @@ impl MicroKind {
     /// Operation count for a full or a `--quick` run.
     pub(crate) fn count(self, quick: bool) -> u64 {
         match (self, quick) {
-            (MicroKind::CallSoon, false) => 10_000_000,
-            (MicroKind::CallSoon, true) => 2_000_000,
+            (MicroKind::CallSoon, false) => 3_000_000,
+            (MicroKind::CallSoon, true) => 1_000_000,
             (MicroKind::CreateTask, false) => 1_000_000,
             (MicroKind::CreateTask, true) => 200_000,
             (MicroKind::Timers | MicroKind::TimersDelayQueue, _) => 1_000_000,
-            (MicroKind::TimerLateness, false) => 2_000,
-            (MicroKind::TimerLateness, true) => 500,
+            (MicroKind::TimerLateness, false) => 1_000,
+            (MicroKind::TimerLateness, true) => 300,
         }
     }
 }

@@ -162,12 +162,12 @@ impl Plan<'_> {
             response_len,
             connect_timeout(conns),
         )?;
-        lg.run((window / 2).clamp(Duration::from_millis(100), Duration::from_millis(500)))?;
+        lg.run((window / 2).clamp(Duration::from_millis(100), Duration::from_millis(300)))?;
         let cpu0 = process_cpu_time(pid)?;
         let win = lg.run(window)?;
         let cpu1 = process_cpu_time(pid)?;
         let syscalls_per_msg = if self.perf {
-            match count_syscalls(pid, &mut lg, window / 2) {
+            match count_syscalls(pid, &mut lg, (window / 3).max(Duration::from_millis(100))) {
                 Ok(v) => v,
                 Err(e) => {
                     eprintln!("  note: syscall count failed: {e}");
