@@ -111,9 +111,12 @@ fn bench(args: &cli::BenchArgs) -> ExitCode {
         );
     }
     let started = std::time::Instant::now();
-    let records = runner::run(args);
+    let (records, servers) = runner::run(args);
     println!();
     println!("{}", machine_line());
+    for (c, info) in servers {
+        println!("  {:<18} {info}", c.name());
+    }
     print!("{}", report::table(&records));
     println!();
     print!("{}", targets::evaluate(&records));

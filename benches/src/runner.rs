@@ -36,10 +36,12 @@ struct NetSample {
 struct Plan<'a> {
     args: &'a BenchArgs,
     perf: bool,
+    /// What each contender's server said it runs on (first READY line seen).
+    server_info: std::cell::RefCell<Vec<(Contender, String)>>,
 }
 
 /// Runs everything `args` asks for and returns one record per workload × contender.
-pub(crate) fn run(args: &BenchArgs) -> Vec<Record> {
+pub(crate) fn run(args: &BenchArgs) -> (Vec<Record>, Vec<(Contender, String)>) {
     let mut net_contenders = Vec::new();
     for &c in &args.contenders {
         match c.unavailable_reason() {
@@ -51,7 +53,11 @@ pub(crate) fn run(args: &BenchArgs) -> Vec<Record> {
     if args.syscalls && !perf {
         eprintln!("note: `perf stat -e raw_syscalls:sys_enter` is not usable here: syscalls/msg reported as null");
     }
-    let plan = Plan { args, perf };
+    let plan = Plan {
+        args,
+        perf,
+        server_info: Default::default(),
+    };
     let mut records = Vec::new();
     for w in &args.workloads {
         eprintln!("== {w}");
@@ -66,7 +72,7 @@ pub(crate) fn run(args: &BenchArgs) -> Vec<Record> {
     if args.instructions {
         plan.instructions(&mut records, &net_contenders);
     }
-    records
+    (records, plan.server_info.into_inner())
 }
 
 /// The request and the expected response length of a network workload.
@@ -154,6 +160,12 @@ impl Plan<'_> {
         let (request, response_len) = traffic(w);
         let window = self.args.duration;
         let mut server = ServerProcess::spawn(c, mode, &[], Duration::from_secs(10))?;
+        {
+            let mut info = self.server_info.borrow_mut();
+            if !info.iter().any(|(k, _)| *k == c) {
+                info.push((c, server.info.clone()));
+            }
+        }
         let pid = server.pid();
         let mut lg = LoadGen::connect(
             server.addr,

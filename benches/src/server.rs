@@ -21,6 +21,8 @@ pub(crate) struct ServerProcess {
     child: Child,
     /// Where it listens, on loopback.
     pub(crate) addr: SocketAddr,
+    /// What the server said it runs on (backend, io_uring setup flags).
+    pub(crate) info: String,
 }
 
 impl ServerProcess {
@@ -55,13 +57,14 @@ impl ServerProcess {
         let mut server = ServerProcess {
             child,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            info: String::new(),
         };
         let stdout = server
             .child
             .stdout
             .take()
             .ok_or_else(|| io::Error::other("no stdout pipe"))?;
-        let port = read_ready_line(stdout, ready_timeout).map_err(|e| {
+        let (port, info) = read_ready_line(stdout, ready_timeout).map_err(|e| {
             let status = server.child.try_wait().ok().flatten();
             let why = status.map_or(String::new(), |s| format!(" (server exited: {s})"));
             io::Error::new(
@@ -70,6 +73,7 @@ impl ServerProcess {
             )
         })?;
         server.addr.set_port(port);
+        server.info = info;
         Ok(server)
     }
 
@@ -111,9 +115,19 @@ pub(crate) fn spawn_pinned(cmd: &mut Command, cpu: usize) -> io::Result<Child> {
     cmd.spawn()
 }
 
-/// Waits for `READY <port>` on the child's stdout; a thread keeps draining stdout afterwards
+/// Splits `READY <port> <info>` into the port and the info.
+fn parse_ready(line: &str) -> Option<(u16, String)> {
+    let rest = line.strip_prefix("READY ")?;
+    let (port, info) = rest.split_once(' ').unwrap_or((rest, ""));
+    Some((port.trim().parse().ok()?, info.trim().to_string()))
+}
+
+/// Waits for `READY <port> <info>` on the child's stdout; a thread keeps draining stdout afterwards
 /// so the child never blocks on a full pipe.
-fn read_ready_line(stdout: std::process::ChildStdout, timeout: Duration) -> io::Result<u16> {
+fn read_ready_line(
+    stdout: std::process::ChildStdout,
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
@@ -137,12 +151,25 @@ fn read_ready_line(stdout: std::process::ChildStdout, timeout: Duration) -> io::
             ))
         }
     };
-    line.strip_prefix("READY ")
-        .and_then(|p| p.trim().parse().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unexpected first line {line:?}"),
-            )
-        })
+    parse_ready(&line).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected first line {line:?}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ready;
+
+    #[test]
+    fn ready_line() {
+        assert_eq!(
+            parse_ready("READY 4242 io_uring, setup X"),
+            Some((4242, "io_uring, setup X".into()))
+        );
+        assert_eq!(parse_ready("READY 80"), Some((80, String::new())));
+        assert_eq!(parse_ready("hello"), None);
+    }
 }

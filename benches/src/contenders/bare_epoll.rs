@@ -22,6 +22,7 @@ struct Conn {
 /// Serves `mode` on `listener` forever.
 pub(super) fn serve(listener: std::net::TcpListener, mode: Mode) -> io::Result<()> {
     listener.set_nonblocking(true)?;
+    super::ready(&listener, "epoll, edge-triggered")?;
     let lfd = listener.into_raw_fd();
     // SAFETY: epoll_create1 has no memory-safety preconditions.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };

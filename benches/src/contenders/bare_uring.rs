@@ -38,8 +38,9 @@ impl Conn {
 
 /// Serves `mode` on `listener` forever.
 pub(super) fn serve(listener: std::net::TcpListener, mode: Mode) -> io::Result<()> {
+    let (mut ring, flags) = build_ring()?;
+    super::ready(&listener, &format!("io_uring, setup {flags}"))?;
     let lfd = listener.into_raw_fd();
-    let mut ring = build_ring()?;
     let mut conns: Vec<Option<Conn>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(8192);
@@ -129,16 +130,22 @@ pub(super) fn serve(listener: std::net::TcpListener, mode: Mode) -> io::Result<(
     }
 }
 
-/// A ring with the flags a single-threaded server benefits from, where the kernel has them.
-fn build_ring() -> io::Result<IoUring> {
+/// A ring with the flags a single-threaded server benefits from, where the kernel has them,
+/// and the names of the flags it got.
+fn build_ring() -> io::Result<(IoUring, &'static str)> {
     let entries = 4096;
-    IoUring::builder()
+    if let Ok(ring) = IoUring::builder()
         .setup_single_issuer()
         .setup_coop_taskrun()
         .setup_defer_taskrun()
         .build(entries)
-        .or_else(|_| IoUring::builder().setup_coop_taskrun().build(entries))
-        .or_else(|_| IoUring::new(entries))
+    {
+        return Ok((ring, "SINGLE_ISSUER|COOP_TASKRUN|DEFER_TASKRUN"));
+    }
+    if let Ok(ring) = IoUring::builder().setup_coop_taskrun().build(entries) {
+        return Ok((ring, "COOP_TASKRUN"));
+    }
+    Ok((IoUring::new(entries)?, "default"))
 }
 
 fn accept(lfd: i32) -> squeue::Entry {

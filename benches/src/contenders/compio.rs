@@ -13,6 +13,7 @@ use super::{Mode, READ_BUF};
 /// Serves `mode` on `listener` forever on a compio runtime.
 pub(super) fn serve(listener: std::net::TcpListener, mode: Mode) -> io::Result<()> {
     let rt = compio::runtime::Runtime::new()?;
+    super::ready(&listener, "compio (io_uring driver)")?;
     rt.block_on(async move {
         let listener = TcpListener::from_std(listener)?;
         loop {

@@ -2,7 +2,7 @@
 //! with its own idiomatic API, in a process of its own (see [`crate::server`]).
 //!
 //! Protocol with the harness: the server binds `127.0.0.1:0` (or the given port), prints
-//! `READY <port>` on stdout, then serves until it is killed.
+//! `READY <port> <what it runs on>` on stdout, then serves until it is killed.
 
 mod bare_epoll;
 mod bare_uring;
@@ -132,13 +132,20 @@ impl Contender {
 }
 
 /// Tells the harness the server is listening on `port`.
-pub(crate) fn announce_ready(port: u16) -> io::Result<()> {
+///
+/// `info` (one line) tells what the server runs on, e.g. the io_uring setup flags in use.
+pub(crate) fn announce_ready(port: u16, info: &str) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    writeln!(out, "READY {port}")?;
+    writeln!(out, "READY {port} {info}")?;
     out.flush()
 }
 
-/// A listening socket on `127.0.0.1:port` with a deep backlog, announced to the harness.
+/// Announces `listener`'s port and `info` to the harness.
+fn ready(listener: &TcpListener, info: &str) -> io::Result<()> {
+    announce_ready(listener.local_addr()?.port(), info)
+}
+
+/// A listening socket on `127.0.0.1:port` with a deep backlog.
 fn listen(port: u16) -> io::Result<TcpListener> {
     use std::os::fd::FromRawFd;
     // SAFETY: socket() has no memory-safety preconditions.
@@ -176,7 +183,6 @@ fn listen(port: u16) -> io::Result<TcpListener> {
     if !ok {
         return Err(io::Error::last_os_error());
     }
-    announce_ready(listener.local_addr()?.port())?;
     Ok(listener)
 }
 

@@ -14,6 +14,7 @@ pub(super) fn serve(listener: std::net::TcpListener, mode: Mode) -> io::Result<(
     let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
         .with_entries(4096)
         .build()?;
+    super::ready(&listener, "monoio IoUringDriver")?;
     rt.block_on(async move {
         let listener = TcpListener::from_std(listener)?;
         loop {

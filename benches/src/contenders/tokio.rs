@@ -12,6 +12,7 @@ use super::{Mode, READ_BUF};
 /// Serves `mode` on `listener` forever on a current-thread runtime.
 pub(super) fn serve(listener: std::net::TcpListener, mode: Mode) -> io::Result<()> {
     listener.set_nonblocking(true)?;
+    super::ready(&listener, "tokio current_thread (epoll via mio)")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
