@@ -411,6 +411,9 @@ fn run_micro_child(c: Contender, kind: MicroKind, n: u64) -> io::Result<MicroRes
         "--n",
         &n.to_string(),
     ]);
+    if let Some((key, value)) = c.env() {
+        cmd.env(key, value);
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

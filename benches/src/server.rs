@@ -50,6 +50,9 @@ impl ServerProcess {
             "--mode",
             mode.name(),
         ]);
+        if let Some((key, value)) = contender.env() {
+            cmd.env(key, value);
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -110,6 +110,16 @@ impl Contender {
         }
     }
 
+    /// The environment variable that selects this contender's backend, if it has one
+    /// (ringloop reads `RINGLOOP_BACKEND`, as its users would set it).
+    pub(crate) fn env(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Contender::RingloopIoUring => Some(("RINGLOOP_BACKEND", "io_uring")),
+            Contender::RingloopEpoll => Some(("RINGLOOP_BACKEND", "epoll")),
+            _ => None,
+        }
+    }
+
     /// Serves `mode` on `port` (0 = any) until killed. Runs in the server process.
     pub(crate) fn serve(self, mode: Mode, port: u16) -> io::Result<()> {
         match self {
