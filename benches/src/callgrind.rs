@@ -53,6 +53,7 @@ pub(crate) fn instructions_per_msg(
     contender: Contender,
     load: Load,
     request: Vec<u8>,
+    keep: Option<&Path>,
 ) -> io::Result<f64> {
     let dir = std::env::temp_dir().join(format!(
         "ringloop-bench-cg-{}-{}",
@@ -61,12 +62,18 @@ pub(crate) fn instructions_per_msg(
     ));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
-    let result = measure(contender, load, request, &dir);
+    let result = measure(contender, load, request, &dir, keep);
     let _ = fs::remove_dir_all(&dir);
     result
 }
 
-fn measure(contender: Contender, load: Load, request: Vec<u8>, dir: &Path) -> io::Result<f64> {
+fn measure(
+    contender: Contender,
+    load: Load,
+    request: Vec<u8>,
+    dir: &Path,
+    keep: Option<&Path>,
+) -> io::Result<f64> {
     let out = dir.join("callgrind.out");
     let log = dir.join("valgrind.log");
     let wrapper = vec![
@@ -106,7 +113,7 @@ fn measure(contender: Contender, load: Load, request: Vec<u8>, dir: &Path) -> io
     let mut messages = lg.run(load.window)?.messages;
     messages += lg.drain(Duration::from_secs(30))?.messages;
     control(&["-d"], server.pid())?;
-    let total = wait_for_dump(dir, &out, Duration::from_secs(30))?;
+    let (total, dump) = wait_for_dump(dir, &out, Duration::from_secs(30))?;
     if !server.is_alive() {
         return Err(io::Error::other("server died under valgrind"));
     }
@@ -114,6 +121,10 @@ fn measure(contender: Contender, load: Load, request: Vec<u8>, dir: &Path) -> io
     drop(server);
     if messages == 0 {
         return Err(io::Error::other("no message completed under valgrind"));
+    }
+    if let Some(keep) = keep {
+        // For `callgrind_annotate`: where the instructions go, function by function.
+        fs::copy(&dump, keep)?;
     }
     Ok(total as f64 / messages as f64)
 }
@@ -151,8 +162,9 @@ fn control(args: &[&str], pid: u32) -> io::Result<()> {
     }
 }
 
-/// Waits for a dump file beside `out` (callgrind names them `out.N`) and returns its `Ir`.
-fn wait_for_dump(dir: &Path, out: &Path, timeout: Duration) -> io::Result<u64> {
+/// Waits for a dump file beside `out` (callgrind names them `out.N`) and returns its `Ir`
+/// and its path.
+fn wait_for_dump(dir: &Path, out: &Path, timeout: Duration) -> io::Result<(u64, PathBuf)> {
     let deadline = Instant::now() + timeout;
     let prefix = out
         .file_name()
@@ -175,7 +187,7 @@ fn wait_for_dump(dir: &Path, out: &Path, timeout: Duration) -> io::Result<u64> {
                 .as_deref()
                 .and_then(parse_total_ir)
             {
-                return Ok(ir);
+                return Ok((ir, d.clone()));
             }
         }
         if Instant::now() > deadline {

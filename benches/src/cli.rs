@@ -24,7 +24,8 @@ OPTIONS:
     --duration TIME       measured window per round, e.g. 2s or 500ms (default 0.8s; quick 0.3s)
     --rounds N            rounds per contender, interleaved (default 3)
     --json FILE           also write the records as a JSON array
-    --instructions        user-space instructions per message under callgrind (echo only)
+    --instructions        user-space instructions per message under callgrind (echo, http)
+    --callgrind-out DIR   keep the callgrind dumps there (implies --instructions)
     --no-syscalls         do not count syscalls with perf
     -h, --help            this text
 
@@ -80,6 +81,8 @@ pub(crate) struct BenchArgs {
     pub(crate) instructions: bool,
     /// Count syscalls with perf.
     pub(crate) syscalls: bool,
+    /// Where to keep the callgrind dumps of `--instructions` (for `callgrind_annotate`).
+    pub(crate) callgrind_out: Option<PathBuf>,
 }
 
 /// Parses the arguments after the program name.
@@ -97,6 +100,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Command, String> {
     let mut json = None;
     let mut instructions = false;
     let mut syscalls = true;
+    let mut callgrind_out = None;
     let mut it = Flags::new(args);
     while let Some((flag, ())) = it.next_flag()? {
         match flag.as_str() {
@@ -120,6 +124,10 @@ pub(crate) fn parse(args: &[String]) -> Result<Command, String> {
                 }
             }
             "--json" => json = Some(PathBuf::from(value(&mut it)?)),
+            "--callgrind-out" => {
+                callgrind_out = Some(PathBuf::from(value(&mut it)?));
+                instructions = true;
+            }
             other => return Err(format!("unknown option {other:?} (see --help)")),
         }
     }
@@ -144,6 +152,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Command, String> {
         json,
         instructions,
         syscalls,
+        callgrind_out,
     }))
 }
 

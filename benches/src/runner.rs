@@ -319,6 +319,11 @@ impl Plan<'_> {
             );
             return;
         }
+        if let Some(dir) = &self.args.callgrind_out {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                eprintln!("note: cannot create {}: {e}; dumps not kept", dir.display());
+            }
+        }
         let window = self.args.duration.max(Duration::from_secs(1));
         for w in &self.args.workloads {
             let (Some(mode), Some(conns)) = (w.mode(), w.conns()) else {
@@ -336,7 +341,16 @@ impl Plan<'_> {
                     response_len,
                     window,
                 };
-                let result = callgrind::instructions_per_msg(c, load, request.clone());
+                let keep = self.args.callgrind_out.as_ref().map(|dir| {
+                    let size = w.size().map_or(String::new(), |s| format!("x{s}"));
+                    dir.join(format!(
+                        "callgrind.{}.{}-{conns}{size}.out",
+                        c.name(),
+                        w.name()
+                    ))
+                });
+                let result =
+                    callgrind::instructions_per_msg(c, load, request.clone(), keep.as_deref());
                 let rec = records.iter_mut().find(|r| {
                     r.workload == w.name()
                         && r.contender == c.name()
