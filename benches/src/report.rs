@@ -29,6 +29,8 @@ pub(crate) struct Record {
     pub(crate) max_us: Option<f64>,
     /// Server CPU time per message across rounds, µs.
     pub(crate) server_cpu_us_per_msg: Option<Spread>,
+    /// Median share of the window the server spent on CPU (1.0 = saturated).
+    pub(crate) server_busy: Option<f64>,
     /// Median server syscalls per message.
     pub(crate) syscalls_per_msg: Option<f64>,
     /// User-space instructions per message (callgrind).
@@ -137,12 +139,13 @@ pub(crate) fn table(records: &[Record]) -> String {
     if !net.is_empty() {
         let _ = writeln!(
             out,
-            "{:<22} {:<18} {:>26} {:>8} {:>8} {:>22} {:>9} {:>9} {:>10}",
+            "{:<22} {:<18} {:>26} {:>8} {:>8} {:>5} {:>22} {:>9} {:>9} {:>10}",
             "workload",
             "contender",
             "msgs/s median (min–max)",
             "p50 µs",
             "p99 µs",
+            "busy",
             "server CPU µs/msg",
             "sysc/msg",
             "instr/msg",
@@ -166,12 +169,13 @@ pub(crate) fn table(records: &[Record]) -> String {
             last = label;
             let _ = write!(
                 out,
-                "{:<22} {:<18} {:>26} {:>8} {:>8} {:>22} {:>9} {:>9} {:>10}",
+                "{:<22} {:<18} {:>26} {:>8} {:>8} {:>5} {:>22} {:>9} {:>9} {:>10}",
                 shown,
                 r.contender,
                 spread(r.msgs_per_s, si),
                 opt(r.p50_us, |v| format!("{v:.0}")),
                 opt(r.p99_us, |v| format!("{v:.0}")),
+                opt(r.server_busy, |v| format!("{:.0}%", v * 100.0)),
                 spread(r.server_cpu_us_per_msg, |v| format!("{v:.2}")),
                 opt(r.syscalls_per_msg, |v| format!("{v:.3}")),
                 opt(r.instructions_per_msg, |v| format!("{v:.0}")),

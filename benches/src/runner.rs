@@ -29,6 +29,8 @@ struct NetSample {
     max_us: Option<f64>,
     cpu_us_per_msg: Option<f64>,
     syscalls_per_msg: Option<f64>,
+    /// Server CPU time over wall time in the window: near 1 means the server saturated.
+    server_busy: f64,
 }
 
 /// Settings shared by every measurement of a run.
@@ -109,10 +111,11 @@ impl Plan<'_> {
                 match self.measure_network(c, w) {
                     Ok(s) => {
                         eprintln!(
-                            "  round {round}/{}: {:<18} {:>10.0} msgs/s  cpu {} µs/msg  syscalls {}",
+                            "  round {round}/{}: {:<18} {:>10.0} msgs/s  server busy {:>3.0} %  cpu {} µs/msg  syscalls {}",
                             self.args.rounds,
                             c.name(),
                             s.msgs_per_s,
+                            s.server_busy * 100.0,
                             s.cpu_us_per_msg.map_or("-".into(), |v| format!("{v:.2}")),
                             s.syscalls_per_msg.map_or("-".into(), |v| format!("{v:.3}")),
                         );
@@ -145,6 +148,7 @@ impl Plan<'_> {
                 server_cpu_us_per_msg: Spread::of(s.iter().map(|x| x.cpu_us_per_msg)),
                 syscalls_per_msg: Spread::of(s.iter().map(|x| x.syscalls_per_msg))
                     .map(|s| s.median),
+                server_busy: Spread::of(s.iter().map(|x| Some(x.server_busy))).map(|s| s.median),
                 rounds: s.len(),
                 note,
                 ..Record::default()
@@ -205,6 +209,7 @@ impl Plan<'_> {
             p99_us: win.latency.quantile(0.99).map(us),
             max_us: Some(us(win.latency.max())),
             cpu_us_per_msg: Some(cpu.as_secs_f64() * 1e6 / win.messages as f64),
+            server_busy: cpu.as_secs_f64() / win.elapsed.as_secs_f64().max(1e-9),
             syscalls_per_msg,
         })
     }
