@@ -31,6 +31,8 @@ struct NetSample {
     syscalls_per_msg: Option<f64>,
     /// Server CPU time over wall time in the window: near 1 means the server saturated.
     server_busy: f64,
+    /// The same for the load generator's thread: near 1 means the client saturated.
+    client_busy: f64,
 }
 
 /// Settings shared by every measurement of a run.
@@ -111,11 +113,12 @@ impl Plan<'_> {
                 match self.measure_network(c, w) {
                     Ok(s) => {
                         eprintln!(
-                            "  round {round}/{}: {:<18} {:>10.0} msgs/s  server busy {:>3.0} %  cpu {} µs/msg  syscalls {}",
+                            "  round {round}/{}: {:<18} {:>10.0} msgs/s  busy: server {:>3.0} % client {:>3.0} %  cpu {} µs/msg  syscalls {}",
                             self.args.rounds,
                             c.name(),
                             s.msgs_per_s,
                             s.server_busy * 100.0,
+                            s.client_busy * 100.0,
                             s.cpu_us_per_msg.map_or("-".into(), |v| format!("{v:.2}")),
                             s.syscalls_per_msg.map_or("-".into(), |v| format!("{v:.3}")),
                         );
@@ -179,9 +182,9 @@ impl Plan<'_> {
             connect_timeout(conns),
         )?;
         lg.run((window / 2).clamp(Duration::from_millis(100), Duration::from_millis(300)))?;
-        let cpu0 = process_cpu_time(pid)?;
+        let (cpu0, client0) = (process_cpu_time(pid)?, thread_cpu_time());
         let win = lg.run(window)?;
-        let cpu1 = process_cpu_time(pid)?;
+        let (cpu1, client1) = (process_cpu_time(pid)?, thread_cpu_time());
         let syscalls_per_msg = if self.perf {
             match count_syscalls(pid, &mut lg, (window / 3).max(Duration::from_millis(100))) {
                 Ok(v) => v,
@@ -210,6 +213,8 @@ impl Plan<'_> {
             max_us: Some(us(win.latency.max())),
             cpu_us_per_msg: Some(cpu.as_secs_f64() * 1e6 / win.messages as f64),
             server_busy: cpu.as_secs_f64() / win.elapsed.as_secs_f64().max(1e-9),
+            client_busy: client1.saturating_sub(client0).as_secs_f64()
+                / win.elapsed.as_secs_f64().max(1e-9),
             syscalls_per_msg,
         })
     }
@@ -381,6 +386,19 @@ impl Plan<'_> {
             }
         }
     }
+}
+
+/// CPU time of the calling thread (the load generator).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Counts the server's syscalls over a `window` of load; `None` if nothing completed.
