@@ -101,7 +101,12 @@ impl Drop for ServerProcess {
 
 /// Spawns `cmd` pinned to `cpu` (when the machine has it) and bound to die with the harness.
 pub(crate) fn spawn_pinned(cmd: &mut Command, cpu: usize) -> io::Result<Child> {
-    let pin_it = pin::cpus_available() > cpu;
+    spawn_bound(cmd, Some(cpu))
+}
+
+/// Spawns `cmd`, pinned to `cpu` if given and present, and bound to die with the harness.
+pub(crate) fn spawn_bound(cmd: &mut Command, cpu: Option<usize>) -> io::Result<Child> {
+    let pin_to = cpu.filter(|&c| pin::cpus_available() > c);
     // SAFETY: the closure runs between fork and exec and makes only async-signal-safe
     // syscalls (prctl, sched_setaffinity); it allocates nothing and takes no locks.
     unsafe {
@@ -109,7 +114,7 @@ pub(crate) fn spawn_pinned(cmd: &mut Command, cpu: usize) -> io::Result<Child> {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            if pin_it {
+            if let Some(cpu) = pin_to {
                 pin::pin_current_thread(cpu)?;
             }
             Ok(())

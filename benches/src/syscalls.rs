@@ -57,8 +57,8 @@ impl SyscallCounter {
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&ack_path)?;
-        let perf = Command::new("perf")
-            .args(["stat", "-x,", "-e", EVENT, "-D", "-1", "-o"])
+        let mut cmd = Command::new("perf");
+        cmd.args(["stat", "-x,", "-e", EVENT, "-D", "-1", "-o"])
             .arg(dir.join("out"))
             .arg(format!(
                 "--control=fifo:{},{}",
@@ -68,8 +68,8 @@ impl SyscallCounter {
             .args(["-p", &pid.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+            .stderr(Stdio::null());
+        let perf = crate::server::spawn_bound(&mut cmd, None)?;
         let mut counter = SyscallCounter {
             perf,
             ctl: File::open("/dev/null")?,
