@@ -210,7 +210,7 @@ pub(crate) fn evaluate(records: &[Record]) -> String {
             Some(r) => match (r.p99_us, r.early) {
                 (Some(p), Some(0)) if p <= 50.0 => Verdict::Reached(format!("p99 {p:.1} µs")),
                 (Some(p), e) => Verdict::Missed(format!("p99 {p:.1} µs, early {}", e.unwrap_or(0))),
-                _ => Verdict::NotMeasured("no lateness figures"),
+                _ => Verdict::NotMeasured("needs ringloop's event loop"),
             },
             None => Verdict::NotMeasured("needs ringloop's event loop"),
         },

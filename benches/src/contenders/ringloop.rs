@@ -9,7 +9,7 @@ use super::Mode;
 
 /// Why ringloop cannot be benchmarked in this build, if it cannot.
 pub(crate) const UNAVAILABLE: Option<&str> =
-    Some("ringloop's event loop and TCP transport are not merged into this branch yet");
+    Some("ringloop's event loop and TCP transport are not merged yet");
 
 /// The proactor backend a ringloop server runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
