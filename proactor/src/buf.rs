@@ -179,7 +179,10 @@ impl BufPool {
 
     /// The buffers' memory (base and length), for the buffer audit.
     pub(crate) fn memory(&self) -> (*const u8, usize) {
-        (self.inner.mem, usize::from(self.inner.count) * self.inner.size)
+        (
+            self.inner.mem,
+            usize::from(self.inner.count) * self.inner.size,
+        )
     }
 
     /// The number of buffers.

@@ -56,7 +56,10 @@ fn backpressure_ops_behind_a_full_ring_of_blocked_recvs_still_run() {
         p.push(Recv::new(fd(server), Vec::with_capacity(16)), i as u64);
     }
     for (i, (_, client)) in pairs.iter().enumerate() {
-        p.push(Send::new(fd(client), format!("msg{i}").into_bytes()), 100 + i as u64);
+        p.push(
+            Send::new(fd(client), format!("msg{i}").into_bytes()),
+            100 + i as u64,
+        );
     }
     let mut recvs = 0;
     let mut sends = 0;
@@ -100,7 +103,11 @@ fn backpressure_cq_overflow_loses_no_completion() {
 fn backpressure_multishot_overflow_keeps_data_in_order() {
     // A multishot recv on a tiny CQ with a stream of small writes: the kernel may end the
     // multishot on overflow; the driver re-arms it and no byte is lost or reordered.
-    let mut p = Proactor::builder().entries(4).recv_buffers(64, 64).build().unwrap();
+    let mut p = Proactor::builder()
+        .entries(4)
+        .recv_buffers(64, 64)
+        .build()
+        .unwrap();
     let (server, mut client) = tcp_pair();
     let id = p.push(ringloop_proactor::op::RecvMulti::new(fd(&server)), 0);
     let data = pattern(64 * 1024);

@@ -35,11 +35,19 @@ fn stream(count: u16, data: &[u8], hold: bool) -> (Vec<u8>, usize) {
         let c = next(&mut p);
         assert_eq!(c.id, id);
         if !c.more {
-            assert_eq!(c.result.as_ref().ok(), Some(&0), "the stream ended with an error: {c:?}");
+            assert_eq!(
+                c.result.as_ref().ok(),
+                Some(&0),
+                "the stream ended with an error: {c:?}"
+            );
             break;
         }
         let buf = c.buf.expect("a chunk carries data");
-        assert!(!buf.is_empty() && buf.len() <= 64, "chunk of {} bytes", buf.len());
+        assert!(
+            !buf.is_empty() && buf.len() <= 64,
+            "chunk of {} bytes",
+            buf.len()
+        );
         assert_eq!(buf.len() as u32, c.result.unwrap());
         got.extend_from_slice(&buf);
         chunks += 1;
@@ -126,7 +134,12 @@ fn bufring_two_streams_share_the_pool() {
     let mut ended = 0;
     while ended < 2 {
         let c = next(&mut p);
-        let into = if c.id == a { &mut g1 } else { assert_eq!(c.id, b); &mut g2 };
+        let into = if c.id == a {
+            &mut g1
+        } else {
+            assert_eq!(c.id, b);
+            &mut g2
+        };
         if c.more {
             into.extend_from_slice(&c.buf.unwrap());
         } else {

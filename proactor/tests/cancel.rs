@@ -34,7 +34,9 @@ fn cancel_inflight_recv_returns_ecanceled_and_the_buffer() {
     let (_, done) = finish(&mut p, id);
     assert_eq!(done.token, 3);
     assert_eq!(errno(&done), Some(libc::ECANCELED));
-    let Some(Op::Recv(recv)) = done.op else { panic!("buffer lost") };
+    let Some(Op::Recv(recv)) = done.op else {
+        panic!("buffer lost")
+    };
     assert_eq!(recv.buf.capacity(), 77);
     assert!(!p.cancel(id), "cancel after completion is a no-op");
     assert_eq!(p.in_flight(), 0);
@@ -64,7 +66,10 @@ fn cancel_timeout_before_it_expires() {
 #[test]
 fn cancel_waitid_leaves_the_child_to_reap() {
     let mut p = proactor();
-    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     let id = p.push(WaitId::new(child.id() as i32), 0);
     submit(&mut p);
     assert!(p.cancel(id));
@@ -101,7 +106,11 @@ fn cancel_of_an_op_that_already_finished_changes_nothing() {
     p.poll(Some(Duration::ZERO)).unwrap();
     p.cancel(id);
     let (_, done) = finish(&mut p, id);
-    assert_eq!(done.result.unwrap(), 4, "the real result wins over a late cancel");
+    assert_eq!(
+        done.result.unwrap(),
+        4,
+        "the real result wins over a late cancel"
+    );
 }
 
 #[test]
@@ -155,7 +164,9 @@ fn cancel_detached_accept_closes_a_late_fd() {
     assert_eq!(p.in_flight(), 0);
     // Either the accept won (its fd was closed: the client sees EOF) or the cancel won
     // (the connection is still queued on the listener, owned by nobody in the proactor).
-    client.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut buf = [0u8; 1];
     match client.read(&mut buf) {
         Ok(0) => println!("accept won; its fd was closed"),
@@ -187,7 +198,9 @@ fn cancel_detached_accept_multi_closes_every_late_fd() {
     assert!(settle(&mut p).is_empty());
     let mut closed = 0;
     for client in &mut clients {
-        client.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         if let Ok(0) = client.read(&mut [0u8; 1]) {
             closed += 1;
         }
@@ -195,7 +208,10 @@ fn cancel_detached_accept_multi_closes_every_late_fd() {
     while listener.accept().is_ok() {
         closed += 1;
     }
-    assert_eq!(closed, 4, "every connection was closed or left on the listener");
+    assert_eq!(
+        closed, 4,
+        "every connection was closed or left on the listener"
+    );
     drop((clients, listener, p));
     assert_eq!(open_fds(), fds_before, "an fd leaked");
 }

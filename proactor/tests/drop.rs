@@ -28,17 +28,25 @@ fn drop_with_1000_ops_in_flight_leaks_no_fd() {
     let listeners: Vec<_> = (0..10).map(|_| listener()).collect();
     let pipes: Vec<_> = (0..20).map(|_| pipe()).collect();
     let mut children: Vec<_> = (0..2)
-        .map(|_| std::process::Command::new("sleep").arg("30").spawn().unwrap())
+        .map(|_| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        })
         .collect();
     let fds_with_sockets = open_fds();
     let mut p = proactor();
     let mut pushed = 0;
     for i in 0..450 {
-        p.push(Recv::new(fd(&pairs[i % 50].0), Vec::with_capacity(1024)), i as u64);
+        p.push(
+            Recv::new(fd(&pairs[i % 50].0), Vec::with_capacity(1024)),
+            i as u64,
+        );
         pushed += 1;
     }
-    for i in 0..50 {
-        p.push(RecvMulti::new(fd(&pairs[i].1)), 0);
+    for (_, client) in &pairs {
+        p.push(RecvMulti::new(fd(client)), 0);
         pushed += 1;
     }
     for i in 0..100 {
@@ -54,7 +62,10 @@ fn drop_with_1000_ops_in_flight_leaks_no_fd() {
         pushed += 1;
     }
     for i in 0..200 {
-        p.push(Read::new(pipes[i % 20].0.as_raw_fd(), Vec::with_capacity(512)), 0);
+        p.push(
+            Read::new(pipes[i % 20].0.as_raw_fd(), Vec::with_capacity(512)),
+            0,
+        );
         pushed += 1;
     }
     for child in &children {
@@ -78,9 +89,17 @@ fn drop_with_1000_ops_in_flight_leaks_no_fd() {
     }
     let start = Instant::now();
     drop(p);
-    assert!(start.elapsed() < Duration::from_secs(5), "drop took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "drop took {:?}",
+        start.elapsed()
+    );
     assert_eq!(audit::lent(), lent_before, "every lent range was reclaimed");
-    assert_eq!(open_fds(), fds_with_sockets + clients.len(), "the proactor leaked fds");
+    assert_eq!(
+        open_fds(),
+        fds_with_sockets + clients.len(),
+        "the proactor leaked fds"
+    );
     for child in &mut children {
         child.kill().unwrap();
         child.wait().unwrap();

@@ -41,8 +41,13 @@ fn ops_write_then_read_pipe_round_trips_bytes() {
     buf.extend_from_slice(b">>");
     let done = run(&mut p, Read::new(r.as_raw_fd(), buf));
     assert_eq!(done.result.unwrap(), 10);
-    let Some(Op::Read(read)) = done.op else { panic!("read op not returned") };
-    assert_eq!(read.buf, b">>hello pipe", "reads append to the buffer's spare capacity");
+    let Some(Op::Read(read)) = done.op else {
+        panic!("read op not returned")
+    };
+    assert_eq!(
+        read.buf, b">>hello pipe",
+        "reads append to the buffer's spare capacity"
+    );
 }
 
 #[test]
@@ -67,7 +72,9 @@ fn ops_pread_pwrite_use_offsets() {
     assert_eq!(run(&mut p, write).result.unwrap(), 2);
     let done = run(&mut p, Read::at(fd, Vec::with_capacity(4), 2));
     assert_eq!(done.result.unwrap(), 4);
-    let Some(Op::Read(read)) = done.op else { panic!() };
+    let Some(Op::Read(read)) = done.op else {
+        panic!()
+    };
     assert_eq!(read.buf, b"2AB5");
 }
 
@@ -87,13 +94,18 @@ fn ops_write_skips_bytes_before_start() {
 fn ops_readv_writev_scatter_and_gather() {
     let mut p = proactor();
     let (r, w) = pipe();
-    let mut writev = Writev::new(w.as_raw_fd(), vec![b"abc".to_vec(), Vec::new(), b"defgh".to_vec()]);
+    let mut writev = Writev::new(
+        w.as_raw_fd(),
+        vec![b"abc".to_vec(), Vec::new(), b"defgh".to_vec()],
+    );
     writev.start = 1;
     assert_eq!(run(&mut p, writev).result.unwrap(), 7);
     let bufs = vec![Vec::with_capacity(2), Vec::with_capacity(10)];
     let done = run(&mut p, Readv::new(r.as_raw_fd(), bufs));
     assert_eq!(done.result.unwrap(), 7);
-    let Some(Op::Readv(readv)) = done.op else { panic!() };
+    let Some(Op::Readv(readv)) = done.op else {
+        panic!()
+    };
     assert_eq!(readv.bufs[0], b"bc");
     assert_eq!(readv.bufs[1], b"defgh");
 }
@@ -107,7 +119,9 @@ fn ops_read_on_closed_fd_is_ebadf_and_returns_the_buffer() {
     unsafe { libc::close(raw) };
     let done = run(&mut p, Read::new(raw, Vec::with_capacity(123)));
     assert_eq!(errno(&done), Some(libc::EBADF));
-    let Some(Op::Read(read)) = done.op else { panic!("buffer lost on error") };
+    let Some(Op::Read(read)) = done.op else {
+        panic!("buffer lost on error")
+    };
     assert_eq!(read.buf.capacity(), 123);
 }
 
@@ -129,19 +143,30 @@ fn ops_send_recv_over_tcp() {
     assert_eq!(sent.result.unwrap(), 4);
     let (_, done) = finish(&mut p, id);
     assert_eq!(done.result.unwrap(), 4);
-    let Some(Op::Recv(recv)) = done.op else { panic!() };
+    let Some(Op::Recv(recv)) = done.op else {
+        panic!()
+    };
     assert_eq!(recv.buf, b"ping");
 }
 
 /// Runs `op` to completion while `pending` is also in flight (its completions are not
 /// expected yet, but may arrive: they are handed back).
-fn run_other(p: &mut Proactor, op: impl Into<Op>, pending: ringloop_proactor::OpId) -> ringloop_proactor::Completion {
+fn run_other(
+    p: &mut Proactor,
+    op: impl Into<Op>,
+    pending: ringloop_proactor::OpId,
+) -> ringloop_proactor::Completion {
     let id = p.push(op, 0);
     let mut early = Vec::new();
     loop {
         let done = next(p);
         if done.id == id {
-            assert!(early.is_empty() || early.iter().all(|c: &ringloop_proactor::Completion| c.id == pending));
+            assert!(
+                early.is_empty()
+                    || early
+                        .iter()
+                        .all(|c: &ringloop_proactor::Completion| c.id == pending)
+            );
             // Put nothing back: callers only use this when `pending` cannot finish first.
             assert!(early.is_empty(), "pending op finished first: {early:?}");
             return done;
@@ -189,10 +214,15 @@ fn ops_sendmsg_recvmsg_udp_carry_addresses() {
     assert_eq!(run_other(&mut p, send, id).result.unwrap(), 5);
     let (_, done) = finish(&mut p, id);
     assert_eq!(done.result.unwrap(), 5);
-    let Some(Op::RecvMsg(msg)) = done.op else { panic!() };
+    let Some(Op::RecvMsg(msg)) = done.op else {
+        panic!()
+    };
     assert_eq!(msg.buf, b"hello");
     assert!(!msg.truncated());
-    let peer = msg.peer().and_then(|a| a.as_socket()).expect("sender address");
+    let peer = msg
+        .peer()
+        .and_then(|a| a.as_socket())
+        .expect("sender address");
     assert_eq!(peer, a.local_addr().unwrap());
 }
 
@@ -204,7 +234,9 @@ fn ops_recvmsg_reports_truncated_datagram() {
     a.send_to(b"0123456789", b.local_addr().unwrap()).unwrap();
     let done = run(&mut p, RecvMsg::new(fd(&b), Vec::with_capacity(4)));
     assert_eq!(done.result.unwrap(), 4);
-    let Some(Op::RecvMsg(msg)) = done.op else { panic!() };
+    let Some(Op::RecvMsg(msg)) = done.op else {
+        panic!()
+    };
     assert_eq!(msg.buf, b"0123");
     assert!(msg.truncated());
 }
@@ -215,7 +247,10 @@ fn ops_sendmsg_to_unreachable_address_fails() {
     let a = udp();
     // An IPv6 destination on an IPv4 socket is rejected.
     let dest = SockAddr::from("[::1]:9".parse::<std::net::SocketAddr>().unwrap());
-    let done = run(&mut p, SendMsg::new(fd(&a), vec![b"x".to_vec()], Some(&dest)));
+    let done = run(
+        &mut p,
+        SendMsg::new(fd(&a), vec![b"x".to_vec()], Some(&dest)),
+    );
     assert!(done.result.is_err(), "{done:?}");
 }
 
@@ -228,7 +263,9 @@ fn ops_accept_returns_fd_and_peer_address() {
     let (_, done) = finish(&mut p, id);
     let new_fd = done.result.unwrap() as i32;
     assert!(fd_is_open(new_fd));
-    let Some(Op::Accept(accept)) = done.op else { panic!() };
+    let Some(Op::Accept(accept)) = done.op else {
+        panic!()
+    };
     let peer = accept.peer().and_then(|a| a.as_socket()).expect("peer");
     assert_eq!(peer, client.local_addr().unwrap());
     p.close_fd(new_fd).unwrap();
@@ -273,11 +310,19 @@ fn ops_connect_succeeds_and_refused_fails() {
     let listener = listener();
     let sock = tcp_socket();
     let addr = SockAddr::from(listener.local_addr().unwrap());
-    assert_eq!(run(&mut p, Connect::new(sock.as_raw_fd(), addr)).result.unwrap(), 0);
+    assert_eq!(
+        run(&mut p, Connect::new(sock.as_raw_fd(), addr))
+            .result
+            .unwrap(),
+        0
+    );
     assert!(sock.peer_addr().is_ok());
 
     let sock = tcp_socket();
-    let done = run(&mut p, Connect::new(sock.as_raw_fd(), SockAddr::from(refused_addr())));
+    let done = run(
+        &mut p,
+        Connect::new(sock.as_raw_fd(), SockAddr::from(refused_addr())),
+    );
     assert_eq!(errno(&done), Some(libc::ECONNREFUSED));
 }
 
@@ -356,28 +401,43 @@ fn ops_poll_multishot_reports_each_edge_until_cancelled() {
 }
 
 #[test]
+#[allow(clippy::zombie_processes)] // The WaitId op reaps the child.
 fn ops_waitid_reaps_exit_status() {
     let mut p = proactor();
-    let child = std::process::Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
+    let child = std::process::Command::new("sh")
+        .args(["-c", "exit 7"])
+        .spawn()
+        .unwrap();
     let done = run(&mut p, WaitId::new(child.id() as i32));
     assert_eq!(done.result.unwrap(), 0);
-    let Some(Op::WaitId(wait)) = done.op else { panic!() };
+    let Some(Op::WaitId(wait)) = done.op else {
+        panic!()
+    };
     assert_eq!(wait.exit(), Some(ChildExit::Exited(7)));
     // Reaped: the pid is gone.
-    assert_eq!(nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child.id() as i32), None).unwrap_err(), nix::errno::Errno::ECHILD);
+    assert_eq!(
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child.id() as i32), None).unwrap_err(),
+        nix::errno::Errno::ECHILD
+    );
 }
 
 #[test]
+#[allow(clippy::zombie_processes)] // The WaitId op reaps the child.
 fn ops_waitid_reports_killing_signal() {
     let mut p = proactor();
-    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     let id = p.push(WaitId::new(child.id() as i32), 0);
     p.poll(Some(Duration::from_millis(10))).unwrap();
     assert!(p.pop().is_none(), "child still running");
     child.kill().unwrap();
     let (_, done) = finish(&mut p, id);
     assert_eq!(done.result.unwrap(), 0);
-    let Some(Op::WaitId(wait)) = done.op else { panic!() };
+    let Some(Op::WaitId(wait)) = done.op else {
+        panic!()
+    };
     assert_eq!(wait.exit(), Some(ChildExit::Signaled(libc::SIGKILL)));
     assert_eq!(wait.exit().unwrap().returncode(), -9);
 }
@@ -466,7 +526,10 @@ fn ops_poll_with_zero_timeout_never_blocks() {
     assert!(start.elapsed() < Duration::from_secs(1));
     let start = Instant::now();
     p.poll(Some(Duration::from_millis(30))).unwrap();
-    assert!(start.elapsed() >= Duration::from_millis(25), "the timeout was not waited");
+    assert!(
+        start.elapsed() >= Duration::from_millis(25),
+        "the timeout was not waited"
+    );
     assert_eq!(p.in_flight(), 1);
 }
 
@@ -484,7 +547,10 @@ fn ops_zero_timeout_poll_still_reaps_completions() {
         if let Some(done) = p.pop() {
             break done;
         }
-        assert!(start.elapsed() < DEADLINE, "zero-timeout polls never reaped");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "zero-timeout polls never reaped"
+        );
         std::thread::sleep(Duration::from_millis(1));
     };
     assert_eq!((done.id, done.result.unwrap()), (id, 3));
@@ -494,7 +560,11 @@ fn ops_zero_timeout_poll_still_reaps_completions() {
 fn ops_features_name_what_io_uring_uses() {
     let p = proactor();
     let features = p.features().clone();
-    println!("backend {}: {}", p.backend(), features.describe(p.backend()));
+    println!(
+        "backend {}: {}",
+        p.backend(),
+        features.describe(p.backend())
+    );
     if p.backend() == BackendKind::Epoll {
         assert_eq!(features.sq_entries, 0);
         return;
@@ -502,19 +572,40 @@ fn ops_features_name_what_io_uring_uses() {
     assert_eq!(features.sq_entries, 1024);
     assert!(features.cq_entries >= 2 * features.sq_entries);
     let names = features.names();
-    assert_eq!(names.len(), features.to_string().split(',').filter(|s| !s.is_empty()).count());
+    assert_eq!(
+        names.len(),
+        features
+            .to_string()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .count()
+    );
     if std::env::var("RINGLOOP_URING_DISABLE").is_err() {
         // The kernel CI runs on has every feature.
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-        let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|s| s.parse::<u32>().ok());
         let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         if version >= (6, 7) {
             for name in [
-                "single_issuer", "defer_taskrun", "submit_all", "registered_ring_fd", "ext_arg",
-                "nodrop", "multishot_accept", "multishot_recv", "multishot_poll", "buf_ring",
-                "waitid", "shutdown",
+                "single_issuer",
+                "defer_taskrun",
+                "submit_all",
+                "registered_ring_fd",
+                "ext_arg",
+                "nodrop",
+                "multishot_accept",
+                "multishot_recv",
+                "multishot_poll",
+                "buf_ring",
+                "waitid",
+                "shutdown",
             ] {
-                assert!(names.contains(&name), "{name} missing on {release}: {names:?}");
+                assert!(
+                    names.contains(&name),
+                    "{name} missing on {release}: {names:?}"
+                );
             }
         }
     }

@@ -124,4 +124,3 @@ impl Backend for Driver {
 pub(crate) fn free_list_pool(config: &Config) -> BufPool {
     BufPool::with_free_list(config.recv_buffers, config.recv_buffer_size)
 }
-

@@ -39,7 +39,11 @@ pub(crate) fn skip(reason: &str) {
     eprintln!("{line}");
     SKIPPED.fetch_add(1, Ordering::Relaxed);
     let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.log");
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
         let _ = writeln!(f, "{line}");
     }
 }
@@ -121,7 +125,10 @@ pub(crate) fn next(proactor: &mut Proactor) -> Completion {
         if let Some(done) = proactor.pop() {
             return done;
         }
-        assert!(start.elapsed() < DEADLINE, "no completion within {DEADLINE:?}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no completion within {DEADLINE:?}"
+        );
         proactor
             .poll(Some(Duration::from_millis(100)))
             .expect("poll failed");
@@ -214,8 +221,8 @@ pub(crate) fn pipe() -> (OwnedFd, OwnedFd) {
 
 /// A non-blocking TCP socket, not yet connected.
 pub(crate) fn tcp_socket() -> socket2::Socket {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("socket");
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     sock.set_nonblocking(true).unwrap();
     sock
 }

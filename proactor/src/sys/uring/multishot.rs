@@ -66,7 +66,8 @@ impl Driver {
                 None => Some(last(id, res)),
             };
         }
-        let buf = cqueue::buffer_select(flags).map(|bid| self.pool.filled(bid, res.max(0) as usize));
+        let buf =
+            cqueue::buffer_select(flags).map(|bid| self.pool.filled(bid, res.max(0) as usize));
         let data = (res > 0).then(|| RawCompletion {
             buf,
             ..event(id, res)
@@ -77,7 +78,10 @@ impl Driver {
         match res {
             n if n > 0 => self.rearm(table, id, data),
             e if e == -libc::ENOBUFS => {
-                tracing::debug!(?id, "provided buffers ran dry; receiving into an owned buffer");
+                tracing::debug!(
+                    ?id,
+                    "provided buffers ran dry; receiving into an owned buffer"
+                );
                 self.slots.get(id).single = true;
                 self.rearm(table, id, None)
             }

@@ -17,8 +17,8 @@ use super::waitid;
 use crate::buf::BufPool;
 use crate::op::fs::CURRENT_POSITION;
 use crate::op::{
-    Accept, AcceptMulti, Close, Connect, Op, PollAdd, Read, Readv, Recv, RecvMsg, RecvMulti,
-    Send, SendMsg, Shutdown, Timeout, Write, Writev,
+    Accept, AcceptMulti, Close, Connect, Op, PollAdd, Read, Readv, Recv, RecvMsg, RecvMulti, Send,
+    SendMsg, Shutdown, Timeout, Write, Writev,
 };
 
 /// What preparing an op produced.

@@ -78,7 +78,10 @@ struct Flags {
 ///
 /// # Errors
 /// The classified `io_uring_setup` error when no flag set works.
-pub(super) fn create_ring(config: &Config, off: &Disabled) -> Result<(IoUring, Features), SetupError> {
+pub(super) fn create_ring(
+    config: &Config,
+    off: &Disabled,
+) -> Result<(IoUring, Features), SetupError> {
     let f = |single_issuer, defer_taskrun, coop_taskrun, submit_all| Flags {
         single_issuer,
         defer_taskrun,
@@ -139,9 +142,9 @@ pub(super) fn create_ring(config: &Config, off: &Disabled) -> Result<(IoUring, F
             Err(err) => return Err(SetupError::from_uring_setup(err)),
         }
     }
-    Err(SetupError::from_uring_setup(
-        last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)),
-    ))
+    Err(SetupError::from_uring_setup(last_err.unwrap_or_else(
+        || io::Error::from_raw_os_error(libc::EINVAL),
+    )))
 }
 
 /// Opcodes every op needs; a kernel without one of them (older than 5.6) cannot run the
@@ -188,7 +191,9 @@ pub(super) fn probe(
     if let Some((_, name)) = REQUIRED.iter().find(|(op, _)| !probe.is_supported(*op)) {
         return Err(SetupError::new(
             SetupErrorKind::Unsupported,
-            format!("io_uring lacks IORING_OP_{name}, which ringloop needs (kernel older than 5.6)"),
+            format!(
+                "io_uring lacks IORING_OP_{name}, which ringloop needs (kernel older than 5.6)"
+            ),
             None,
         ));
     }

@@ -94,7 +94,10 @@ impl Slots {
         if let Some(buf) = slot.buf.take() {
             // Unreachable while the front end removes ops only after their final CQE;
             // leaking beats freeing memory the kernel might still write.
-            tracing::error!(?id, "slot reused while a receive buffer was lent; leaking it");
+            tracing::error!(
+                ?id,
+                "slot reused while a receive buffer was lent; leaking it"
+            );
             std::mem::forget(buf);
         }
         *slot = Slot {
@@ -107,7 +110,11 @@ impl Slots {
     /// The slot of op `id`.
     pub(super) fn get(&mut self, id: OpId) -> &mut Slot {
         let slot = self.entry(id.index());
-        debug_assert_eq!(slot.id, Some(id), "side table out of step with the op table");
+        debug_assert_eq!(
+            slot.id,
+            Some(id),
+            "side table out of step with the op table"
+        );
         slot
     }
 

@@ -91,10 +91,14 @@ impl Driver {
     pub(super) fn fill_sq(&mut self, table: &mut OpTable) {
         while let Some(&next) = self.backlog.front() {
             let done = match next {
-                Queued::Op(id) if table.get(id).is_some() && self.slots.stage(id) == Stage::Backlog => {
+                Queued::Op(id)
+                    if table.get(id).is_some() && self.slots.stage(id) == Stage::Backlog =>
+                {
                     self.issue(table, id)
                 }
-                Queued::Cancel(id) if table.get(id).is_some() && self.slots.stage(id) == Stage::Kernel => {
+                Queued::Cancel(id)
+                    if table.get(id).is_some() && self.slots.stage(id) == Stage::Kernel =>
+                {
                     self.push_sqe(&cancel_sqe(id))
                 }
                 // Cancelled while queued, finished meanwhile, or gone.

@@ -36,7 +36,9 @@ pub(super) fn prepare(op: &mut WaitId, caps: &Caps) -> Prepared {
     match reap(op) {
         Reaped::Yes => Prepared::Done(0),
         Reaped::Failed(errno) => Prepared::Done(-errno),
-        Reaped::NotYet => Prepared::Sqe(opcode::PollAdd::new(Fd(pidfd), libc::POLLIN as u32).build()),
+        Reaped::NotYet => {
+            Prepared::Sqe(opcode::PollAdd::new(Fd(pidfd), libc::POLLIN as u32).build())
+        }
     }
 }
 
