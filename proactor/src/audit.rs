@@ -10,10 +10,9 @@
 //! any recorded allocation is freed or reallocated in between: with the allocation gone,
 //! the kernel would write into memory someone else may own.
 //!
-//! The registry is a fixed-size open-addressing table behind a spin lock, so checking a
-//! free never allocates (the allocator calls it). When more than
-//! [`CAPACITY`](registry::CAPACITY) × ¾ ranges are lent at once, further ranges go
-//! unrecorded and are counted instead ([`unrecorded`]).
+//! The registry is a fixed-size open-addressing table (65,536 slots) behind a spin lock, so
+//! checking a free never allocates (the allocator calls it). When more than ¾ of the slots
+//! are in use, further ranges go unrecorded and are counted instead ([`unrecorded`]).
 
 use crate::op::Op;
 
@@ -76,14 +75,14 @@ pub fn unrecorded() -> usize {
 pub use registry::AuditAllocator;
 
 #[cfg(feature = "buffer-audit")]
-pub mod registry {
+mod registry {
     //! The table of lent allocations and the allocator that checks it.
 
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     /// Slots in the table (a power of two).
-    pub const CAPACITY: usize = 1 << 16;
+    const CAPACITY: usize = 1 << 16;
     const MASK: usize = CAPACITY - 1;
     /// Above this many live entries new ranges are counted, not recorded, so probes stay
     /// short and always find an empty slot.

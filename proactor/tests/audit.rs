@@ -98,10 +98,7 @@ fn audit_records_op_memory_until_the_final_completion() {
     p.push(Timeout::new(Duration::from_secs(60)), 0);
     p.poll(Some(Duration::ZERO)).unwrap();
     p.detach(id);
-    assert!(
-        audit::lent() > base,
-        "a detached op keeps its memory lent"
-    );
+    assert!(audit::lent() > base, "a detached op keeps its memory lent");
     drop(p);
     assert_eq!(
         audit::lent(),

@@ -580,34 +580,38 @@ fn ops_features_name_what_io_uring_uses() {
             .filter(|s| !s.is_empty())
             .count()
     );
-    if std::env::var("RINGLOOP_URING_DISABLE").is_err() {
-        // The kernel CI runs on has every feature.
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-        let mut parts = release
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|s| s.parse::<u32>().ok());
-        let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        if version >= (6, 7) {
-            for name in [
-                "single_issuer",
-                "defer_taskrun",
-                "submit_all",
-                "registered_ring_fd",
-                "ext_arg",
-                "nodrop",
-                "multishot_accept",
-                "multishot_recv",
-                "multishot_poll",
-                "buf_ring",
-                "waitid",
-                "shutdown",
-            ] {
-                assert!(
-                    names.contains(&name),
-                    "{name} missing on {release}: {names:?}"
-                );
-            }
-        }
+    require!(
+        std::env::var("RINGLOOP_URING_DISABLE").is_err(),
+        "io_uring features turned off by RINGLOOP_URING_DISABLE"
+    );
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<u32>().ok());
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    require!(
+        version >= (6, 7),
+        "kernel older than 6.7 lacks some io_uring features"
+    );
+    // The kernel CI runs on has every feature.
+    for name in [
+        "single_issuer",
+        "defer_taskrun",
+        "submit_all",
+        "registered_ring_fd",
+        "ext_arg",
+        "nodrop",
+        "multishot_accept",
+        "multishot_recv",
+        "multishot_poll",
+        "buf_ring",
+        "waitid",
+        "shutdown",
+    ] {
+        assert!(
+            names.contains(&name),
+            "{name} missing on {release}: {names:?}"
+        );
     }
 }
 

@@ -161,8 +161,11 @@ impl Driver {
             if self.backlog.is_empty() {
                 break;
             }
-            if let Err(err) = self.enter(0, GETEVENTS, None) {
-                return self.wait_error(err);
+            match self.enter(0, GETEVENTS, None) {
+                Err(err) => return self.wait_error(err),
+                // The kernel took nothing (out of resources): let the caller reap first.
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
             }
             if self.cq_len() >= self.features.cq_entries as usize / 2 {
                 return Ok(());
