@@ -635,3 +635,71 @@ fn ops_builder_sizes_the_rings() {
         assert_eq!(p.features().cq_entries, 8);
     }
 }
+
+#[test]
+fn ops_error_paths_report_errno_and_return_buffers() {
+    let mut p = proactor();
+    let (r, w) = pipe();
+    // Wrong ends of a pipe, a socket op on a pipe, and an fd that is never valid.
+    let done = run(
+        &mut p,
+        Readv::new(w.as_raw_fd(), vec![Vec::with_capacity(8)]),
+    );
+    assert_eq!(errno(&done), Some(libc::EBADF));
+    let Some(Op::Readv(readv)) = done.op else {
+        panic!()
+    };
+    assert_eq!(readv.bufs[0].capacity(), 8);
+    let done = run(&mut p, Writev::new(r.as_raw_fd(), vec![b"x".to_vec()]));
+    assert_eq!(errno(&done), Some(libc::EBADF));
+    let done = run(&mut p, Recv::new(r.as_raw_fd(), Vec::with_capacity(8)));
+    assert_eq!(errno(&done), Some(libc::ENOTSOCK));
+    let done = run(&mut p, RecvMsg::new(r.as_raw_fd(), Vec::with_capacity(8)));
+    assert_eq!(errno(&done), Some(libc::ENOTSOCK));
+    let Some(Op::RecvMsg(msg)) = done.op else {
+        panic!()
+    };
+    assert_eq!(msg.buf.capacity(), 8);
+    let done = run(&mut p, Send::new(-1, b"x".to_vec()));
+    assert_eq!(errno(&done), Some(libc::EBADF));
+    let done = run(&mut p, PollAdd::new(-1, libc::POLLIN as u32));
+    assert_eq!(errno(&done), Some(libc::EBADF));
+    let done = run(&mut p, Write::new(-1, b"x".to_vec()));
+    assert_eq!(errno(&done), Some(libc::EBADF));
+    let done = run(
+        &mut p,
+        Connect::new(r.as_raw_fd(), SockAddr::from(refused_addr())),
+    );
+    assert_eq!(errno(&done), Some(libc::ENOTSOCK));
+    // Multishot ops end with their error as the final completion.
+    let (events, done) = {
+        let id = p.push(RecvMulti::new(r.as_raw_fd()), 0);
+        finish(&mut p, id)
+    };
+    assert!(events.is_empty());
+    assert_eq!(errno(&done), Some(libc::ENOTSOCK));
+    let sock = tcp_socket();
+    let (events, done) = {
+        let id = p.push(AcceptMulti::new(sock.as_raw_fd()), 0);
+        finish(&mut p, id)
+    };
+    assert!(events.is_empty());
+    assert_eq!(errno(&done), Some(libc::EINVAL));
+    assert_eq!(p.in_flight(), 0);
+}
+
+/// Compile-time check that `T` is not `Send` (ambiguous impls if it is).
+trait AmbiguousIfSend<A> {
+    fn check() {}
+}
+impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+impl<T: ?Sized + std::marker::Send> AmbiguousIfSend<u8> for T {}
+
+#[test]
+fn ops_proactor_stays_on_its_thread_and_the_waker_travels() {
+    fn send_sync<T: std::marker::Send + Sync>() {}
+    send_sync::<ringloop_proactor::Waker>();
+    send_sync::<std::sync::Arc<ringloop_proactor::Waker>>();
+    // Fails to compile (type annotations needed) if `Proactor` were `Send`.
+    <Proactor as AmbiguousIfSend<_>>::check();
+}
