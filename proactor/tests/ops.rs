@@ -703,3 +703,56 @@ fn ops_proactor_stays_on_its_thread_and_the_waker_travels() {
     // Fails to compile (type annotations needed) if `Proactor` were `Send`.
     <Proactor as AmbiguousIfSend<_>>::check();
 }
+
+#[test]
+fn ops_accept_at_the_fd_limit_fails_with_emfile_and_keeps_the_connection() {
+    // In a child: it lowers RLIMIT_NOFILE for the whole process.
+    if !isolate(
+        "ops_accept_at_the_fd_limit_fails_with_emfile_and_keeps_the_connection",
+        &[],
+    ) {
+        return;
+    }
+    let mut p = proactor();
+    let listener = listener();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain rlimit calls on live structs.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut old), 0);
+        let highest = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+            .max()
+            .unwrap();
+        let low = libc::rlimit {
+            rlim_cur: highest + 1,
+            rlim_max: old.rlim_max,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0);
+    }
+    // Fill the holes below the limit.
+    let mut fillers = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        fillers.push(f);
+    }
+    let done = run(&mut p, Accept::new(fd(&listener)));
+    assert_eq!(errno(&done), Some(libc::EMFILE));
+    drop(fillers);
+    // SAFETY: as above.
+    unsafe { assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &old), 0) };
+    // The connection waited on the listener: the next accept gets it.
+    let done = run(&mut p, Accept::new(fd(&listener)));
+    let new_fd = done.result.unwrap() as i32;
+    let Some(Op::Accept(accept)) = done.op else {
+        panic!()
+    };
+    assert_eq!(
+        accept.peer().and_then(|a| a.as_socket()),
+        Some(client.local_addr().unwrap())
+    );
+    p.close_fd(new_fd).unwrap();
+}
