@@ -127,10 +127,9 @@ impl Driver {
             ),
             None => (ptr::null(), 0),
         };
-        // SAFETY: `enter.fd` names this ring (fd or index registered by this thread); `arg`
-        // is null or a live `io_uring_getevents_arg` (`SubmitArgs` is a transparent wrapper)
-        // whose timespec outlives the call; the SQEs submitted point to memory that stays
-        // valid until their CQEs (see `push_sqe`).
+        // The SQEs submitted point to memory that stays valid until their CQEs (`push_sqe`).
+        // SAFETY: `enter.fd` names this ring (fd, or index registered by this thread); `arg` is
+        // null or a live `io_uring_getevents_arg` (`SubmitArgs` is transparent) for the call.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_io_uring_enter,
