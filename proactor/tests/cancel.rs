@@ -231,3 +231,35 @@ fn cancel_detach_frees_buffers_only_after_the_kernel_is_done() {
     assert!(settle(&mut p).is_empty());
     assert_eq!(p.in_flight(), 0);
 }
+
+#[test]
+fn cancel_with_a_full_submission_queue_waits_its_turn() {
+    // The cancel finds the SQ full of newer pushes: it queues behind them in user space and
+    // still reaches the kernel, and every op completes exactly once.
+    let mut p = Proactor::builder().entries(4).build().unwrap();
+    let pairs: Vec<_> = (0..8).map(|_| tcp_pair()).collect();
+    let first: Vec<_> = pairs[..3]
+        .iter()
+        .map(|(s, _)| p.push(Recv::new(fd(s), Vec::with_capacity(8)), 1))
+        .collect();
+    submit(&mut p);
+    let second: Vec<_> = pairs[3..]
+        .iter()
+        .map(|(s, _)| p.push(Recv::new(fd(s), Vec::with_capacity(8)), 2))
+        .collect();
+    assert!(p.cancel(first[1]));
+    for (_, client) in pairs.iter().skip(3) {
+        (&*client).write_all(b"ok").unwrap();
+    }
+    (&pairs[0].1).write_all(b"ok").unwrap();
+    (&pairs[2].1).write_all(b"ok").unwrap();
+    let mut results = std::collections::HashMap::new();
+    while results.len() < first.len() + second.len() {
+        let c = next(&mut p);
+        assert!(results.insert(c.id, errno(&c)).is_none(), "{c:?} twice");
+    }
+    assert_eq!(results[&first[1]], Some(libc::ECANCELED));
+    for id in first.iter().chain(&second).filter(|&&id| id != first[1]) {
+        assert_eq!(results[id], None);
+    }
+}
