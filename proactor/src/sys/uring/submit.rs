@@ -52,7 +52,8 @@ impl Driver {
     /// Prepares op `id` and puts its SQE in the SQ. `false` (nothing changed) when the SQ is
     /// full.
     fn issue(&mut self, table: &mut OpTable, id: OpId) -> bool {
-        if self.ring.submission().is_full() {
+        let mut sq = self.ring.submission();
+        if sq.is_full() {
             return false;
         }
         let Some(entry) = table.get_mut(id) else {
@@ -67,8 +68,10 @@ impl Driver {
             Prepared::Sqe(sqe) => {
                 slot.stage = Stage::Kernel;
                 self.in_kernel += 1;
-                let pushed = self.push_sqe(&sqe.user_data(id.user_data()));
-                debug_assert!(pushed, "the SQ had room a moment ago");
+                // SAFETY: the SQE points into the op's heap memory (see `prep`), which stays
+                // valid and in place until the front end removes the op after its final CQE.
+                let pushed = unsafe { sq.push(&sqe.user_data(id.user_data())) };
+                debug_assert!(pushed.is_ok(), "the SQ had room a moment ago");
             }
             Prepared::Done(result) => {
                 slot.stage = Stage::Done;
