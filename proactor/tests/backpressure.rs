@@ -140,3 +140,135 @@ fn backpressure_multishot_overflow_keeps_data_in_order() {
     assert_eq!(got.len(), data.len(), "bytes lost");
     assert!(got == data, "bytes reordered");
 }
+
+/// A small deterministic pseudo-random generator (xorshift), so failures replay.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn backpressure_random_cancels_and_detaches_finish_each_op_exactly_once() {
+    if !isolate(
+        "backpressure_random_cancels_and_detaches_finish_each_op_exactly_once",
+        &[],
+    ) {
+        return;
+    }
+    for seed in [0x9E37_79B9_7F4A_7C15, 1, 0xDEAD_BEEF, 42] {
+        random_mix(seed);
+    }
+}
+
+/// Pushes, cancels, detaches and completes ops at random on a ring of 8; checks that every
+/// op not detached reports exactly one final completion and a detached op none.
+fn random_mix(seed: u64) {
+    use ringloop_proactor::op::Timeout;
+    use std::collections::HashMap;
+    let fds_before = open_fds();
+    let mut p = Proactor::builder()
+        .entries(8)
+        .recv_buffers(4, 64)
+        .build()
+        .unwrap();
+    let pairs: Vec<_> = (0..16).map(|_| tcp_pair()).collect();
+    let (r, w) = pipe();
+    let mut rng = Rng(seed);
+    // Every op pushed: whether it was detached, and how many final completions it got.
+    let mut ops: HashMap<ringloop_proactor::OpId, (bool, u32)> = HashMap::new();
+    let mut live: Vec<ringloop_proactor::OpId> = Vec::new();
+    for step in 0..4000u64 {
+        match rng.below(10) {
+            0..=2 => {
+                let (server, _) = &pairs[rng.below(16) as usize];
+                let id = if rng.below(4) == 0 {
+                    p.push(ringloop_proactor::op::RecvMulti::new(fd(server)), step)
+                } else {
+                    p.push(Recv::new(fd(server), Vec::with_capacity(32)), step)
+                };
+                ops.insert(id, (false, 0));
+                live.push(id);
+            }
+            3 => {
+                let (_, client) = &pairs[rng.below(16) as usize];
+                (&*client).write_all(&[step as u8; 40]).unwrap();
+            }
+            4 => {
+                let id = p.push(Timeout::new(Duration::from_micros(rng.below(500))), step);
+                ops.insert(id, (false, 0));
+                live.push(id);
+            }
+            5 => {
+                let id = if rng.below(2) == 0 {
+                    p.push(Write::new(w.as_raw_fd(), vec![1; 8]), step)
+                } else {
+                    p.push(Read::new(r.as_raw_fd(), Vec::with_capacity(8)), step)
+                };
+                ops.insert(id, (false, 0));
+                live.push(id);
+            }
+            6 if !live.is_empty() => {
+                let id = live.swap_remove(rng.below(live.len() as u64) as usize);
+                p.cancel(id);
+            }
+            7 if !live.is_empty() => {
+                let id = live.swap_remove(rng.below(live.len() as u64) as usize);
+                p.detach(id);
+                // Detaching an op that already finished changes nothing.
+                if let Some(op) = ops.get_mut(&id).filter(|op| op.1 == 0) {
+                    op.0 = true;
+                }
+            }
+            8 => {
+                let id = p.push(Nop, step);
+                ops.insert(id, (false, 0));
+            }
+            _ => {
+                p.poll(Some(Duration::ZERO)).unwrap();
+                while let Some(c) = p.pop() {
+                    let op = ops.get_mut(&c.id).expect("completion of an unknown op");
+                    assert!(!op.0, "a detached op reported {c:?}");
+                    if !c.more {
+                        op.1 += 1;
+                    }
+                }
+            }
+        }
+    }
+    // Cancel what is left, then drain.
+    for id in live.drain(..) {
+        p.cancel(id);
+    }
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while p.in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} ops never finished",
+            p.in_flight()
+        );
+        p.poll(Some(Duration::from_millis(10))).unwrap();
+        while let Some(c) = p.pop() {
+            let op = ops.get_mut(&c.id).expect("completion of an unknown op");
+            assert!(!op.0, "a detached op reported {c:?}");
+            if !c.more {
+                op.1 += 1;
+            }
+        }
+    }
+    for (id, (detached, finals)) in &ops {
+        let expected = u32::from(!detached);
+        assert_eq!(
+            *finals, expected,
+            "seed {seed}: op {id:?} (detached: {detached})"
+        );
+    }
+    drop(p);
+    drop((pairs, r, w));
+    assert_eq!(open_fds(), fds_before);
+}
