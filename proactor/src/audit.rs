@@ -5,7 +5,7 @@
 //! every heap allocation an op lends to the kernel when the op is pushed ([`Op`] buffers'
 //! whole capacity, boxed scratch headers, addresses, timespecs, `siginfo`s and `iovec`
 //! arrays; the backend adds its own fallback receive buffers and the provided-buffer pool),
-//! and forgets them at the op's final completion. [`AuditAllocator`], installed as a test
+//! and forgets them at the op's final completion. `AuditAllocator`, installed as a test
 //! binary's `#[global_allocator]`, aborts the process with a message naming the range if
 //! any recorded allocation is freed or reallocated in between: with the allocation gone,
 //! the kernel would write into memory someone else may own.
@@ -34,7 +34,7 @@ pub(crate) fn reclaim(op: &Op) {
 
 /// Records that the allocation starting at `base` (`len` bytes) is lent to the kernel: with
 /// the `buffer-audit` feature, freeing it before [`reclaim_range`] aborts the process (under
-/// [`AuditAllocator`]). A no-op without the feature.
+/// `AuditAllocator`). A no-op without the feature.
 ///
 /// The proactor calls this for everything it lends; it is public so that tests can check
 /// the audit itself.
