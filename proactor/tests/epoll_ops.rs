@@ -504,3 +504,18 @@ fn poll_with_a_timeout_waits_at_least_that_long() {
         assert!(start.elapsed() >= want, "poll({want:?}) returned early");
     }
 }
+
+#[test]
+fn poll_reports_urgent_data_as_pollpri() {
+    let mut p = proactor();
+    let (client, server) = tcp_pair();
+    let pollpri = libc::POLLPRI as u32;
+    let id = p.push(op::PollAdd::new(server.as_raw_fd(), pollpri), 1);
+    assert_idle(&mut p);
+    // SAFETY: sends one byte from a live static buffer.
+    let sent = unsafe { libc::send(client.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+    assert_eq!(sent, 1);
+    let c = next(&mut p);
+    assert_eq!(c.id, id);
+    assert_ne!(c.result.unwrap() & pollpri, 0);
+}

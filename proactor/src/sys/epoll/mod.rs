@@ -30,7 +30,11 @@
 //! Fds must be closed through the proactor (`op::Close`, `Proactor::close_fd`): an fd closed
 //! behind the backend's back leaves a registration that its number's next owner inherits.
 //! Fds used with reads, writes, accepts and connects are switched to `O_NONBLOCK` when first
-//! seen (sockets' sends and receives use `MSG_DONTWAIT` instead and are left alone).
+//! seen (sockets' sends and receives use `MSG_DONTWAIT` instead and are left alone), because
+//! no syscall may sleep on the loop's thread. One consequence differs from io_uring: a
+//! `Write` to a pipe that was blocking can complete short (as on any non-blocking pipe),
+//! where io_uring would have waited in a worker thread until all of it was written. Callers
+//! resubmit the rest (`Write::start`), as they must for sockets anyway.
 
 mod child;
 mod perform;

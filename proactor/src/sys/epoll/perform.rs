@@ -326,6 +326,9 @@ fn recv_multi(op: &mut op::RecvMulti, sink: Sink<'_>) -> Progress {
         };
         let chunk = match pooled {
             Some((id, _)) => sink.pool.filled(id, n),
+            // A small chunk is copied out so the full-size spare stays for the next one; a
+            // large one takes the spare itself.
+            None if n * 2 < size => RecvBuf::owned(sink.spare[..n].to_vec()),
             None => {
                 let mut data = mem::take(sink.spare);
                 data.truncate(n);

@@ -8,7 +8,7 @@
 //!
 //! # Registration
 //! An fd is added to the epoll set once, on the first op that must wait, with
-//! `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`, and stays there until
+//! `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET`, and stays there until
 //! [`Registry::forget`]. `EPOLL_CTL_ADD` reports the fd's current readiness as an event, so
 //! registering after an `EAGAIN` loses no wake-up; after that every new readiness is an edge.
 //! The event's data is the fd number.
@@ -19,8 +19,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::table::OpId;
 
-/// The readiness interest of every registration.
-const INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// The readiness interest of every registration. `EPOLLPRI` (urgent data, cgroup and
+/// sysfs notifications) only matters to `PollAdd` ops asking for `POLLPRI`; it costs nothing
+/// otherwise.
+const INTEREST: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
 
 /// Which of an fd's queues an op waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
