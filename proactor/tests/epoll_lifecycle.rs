@@ -151,3 +151,35 @@ fn an_fd_number_reused_behind_the_backends_back_still_works() {
         drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
     }
 }
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+#[test]
+fn a_signal_interrupting_the_wait_is_a_normal_return() {
+    if !in_child_process("a_signal_interrupting_the_wait_is_a_normal_return") {
+        return;
+    }
+    // SAFETY: installs an async-signal-safe handler (it does nothing) without SA_RESTART,
+    // so the wait is interrupted; `action` is fully initialised before the call.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore_signal as *const () as usize;
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    let mut p = proactor();
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() };
+    let start = Instant::now();
+    let thread = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        // SAFETY: `me` is the polling thread, alive until this thread is joined.
+        unsafe { libc::pthread_kill(me, libc::SIGUSR1) };
+    });
+    p.poll(None).expect("EINTR is not an error");
+    assert!(start.elapsed() < PATIENCE);
+    assert!(p.pop().is_none());
+    thread.join().unwrap();
+}

@@ -491,26 +491,29 @@ impl Backend for Driver {
     }
 
     fn poll(&mut self, table: &mut OpTable, timeout: Option<Duration>) -> io::Result<()> {
-        let start = Instant::now();
+        // Completions already queued: only collect what is ready, never block.
+        let immediate = !self.ready.is_empty() || timeout == Some(Duration::ZERO);
         let deadline = match timeout {
-            _ if !self.ready.is_empty() => Some(start),
+            _ if immediate => None,
             // Beyond `Instant`'s range is no limit at all.
-            Some(timeout) => start.checked_add(timeout),
+            Some(timeout) => Instant::now().checked_add(timeout),
             None => None,
         };
         loop {
-            let wake_at = match (deadline, self.timers.next_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            let wait = if immediate {
+                Some(Duration::ZERO)
+            } else {
+                let wake_at = match (deadline, self.timers.next_deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                wake_at.map(|at| at.saturating_duration_since(Instant::now()))
             };
-            let wait = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
             let epoll = self.registry.epoll_fd();
-            let n = match self.waiter.wait(epoll, &mut self.events, wait) {
-                Ok(n) => n,
-                Err(err) if err.raw_os_error() == Some(libc::EINTR) => {
-                    self.expire_timers(table);
-                    return Ok(());
-                }
+            // A signal interrupting the wait (EINTR) is a normal return.
+            let (n, interrupted) = match self.waiter.wait(epoll, &mut self.events, wait) {
+                Ok(n) => (n, false),
+                Err(err) if err.raw_os_error() == Some(libc::EINTR) => (0, true),
                 Err(err) => return Err(err),
             };
             for i in 0..n {
@@ -518,12 +521,18 @@ impl Backend for Driver {
                 let (fd, revents) = (event.u64 as RawFd, event.events);
                 self.dispatch(table, fd, revents);
             }
-            self.expire_timers(table);
-            if !self.ready.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
+            if self.timers.next_deadline().is_some() {
+                self.expire_timers(table);
+            }
+            if immediate
+                || interrupted
+                || !self.ready.is_empty()
+                || deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 return Ok(());
             }
-            // Woken by events that completed nothing, or by a timer the heap no longer
-            // holds live: wait out the rest.
+            // Woken by events that completed nothing, or by a timer that is stale or (with
+            // millisecond rounding) not quite due: wait out the rest.
         }
     }
 
