@@ -253,12 +253,16 @@ impl Driver {
 
     /// Starts an op that waits on `fd`'s `side`: tried now unless an older op of that side
     /// is parked (then it queues behind untried), parked on `EAGAIN`.
+    ///
+    /// An fd whose side said `EAGAIN` with no edge since cannot have become ready without
+    /// an edge being queued, so the op parks untried and that edge runs it: one failing
+    /// syscall saved per op in request/response traffic.
     fn start(&mut self, table: &mut OpTable, id: OpId, fd: RawFd, side: Side, nonblock: bool) {
-        let busy = self
+        let wait = self
             .registry
             .get(fd)
-            .is_some_and(|state| !state.queue(side).is_empty());
-        if busy {
+            .is_some_and(|state| state.blocked(side) || !state.queue(side).is_empty());
+        if wait {
             self.park(table, id, fd, side);
             return;
         }
@@ -267,7 +271,12 @@ impl Driver {
         }
         match self.attempt(table, id) {
             Some(Progress::Done(result)) => self.finish(table, id, result),
-            Some(Progress::Again) => self.park(table, id, fd, side),
+            Some(Progress::Again) => {
+                self.park(table, id, fd, side);
+                if let Some(state) = self.registry.get(fd).filter(|s| s.registered) {
+                    state.set_blocked(side, true);
+                }
+            }
             None => {}
         }
     }
@@ -319,7 +328,10 @@ impl Driver {
                 return;
             };
             match self.attempt(table, id) {
-                Some(Progress::Again) => return,
+                Some(Progress::Again) => {
+                    self.registry.state(fd).set_blocked(side, true);
+                    return;
+                }
                 done => {
                     self.registry.state(fd).queue(side).pop_front();
                     if let Some(Progress::Done(result)) = done {
@@ -371,9 +383,15 @@ impl Driver {
             (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         const WRITE: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         if revents & READ != 0 {
+            if let Some(state) = self.registry.get(fd) {
+                state.read_blocked = false;
+            }
             self.run_queue(table, fd, Side::Read);
         }
         if revents & WRITE != 0 {
+            if let Some(state) = self.registry.get(fd) {
+                state.write_blocked = false;
+            }
             self.run_queue(table, fd, Side::Write);
         }
         if self.registry.get(fd).is_some_and(|s| !s.polls.is_empty()) {
@@ -633,5 +651,32 @@ mod tests {
         assert!(drain(&mut d, &mut table).is_empty());
         d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
         assert_eq!(drain(&mut d, &mut table)[0], (first, 2, false));
+    }
+
+    #[test]
+    fn after_eagain_a_new_op_waits_for_the_edge_instead_of_trying() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let first = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 0);
+        d.push(&mut table, first);
+        d.cancel(&mut table, first);
+        assert_eq!(
+            drain(&mut d, &mut table),
+            [(first, -libc::ECANCELED, false)]
+        );
+        std::io::Write::write_all(&mut b, b"late").unwrap();
+        // The data is there, but the fd said EAGAIN and its edge is still queued in epoll:
+        // the recv parks untried, and the edge completes it.
+        let second = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 1);
+        d.push(&mut table, second);
+        assert!(drain(&mut d, &mut table).is_empty());
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(second, 4, false)]);
+        // No edge pending and nothing blocked any more: the next recv tries at once.
+        std::io::Write::write_all(&mut b, b"now").unwrap();
+        let third = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 2);
+        d.push(&mut table, third);
+        assert_eq!(drain(&mut d, &mut table), [(third, 3, false)]);
     }
 }

@@ -43,6 +43,11 @@ pub(super) struct FdState {
     pub(super) registered: bool,
     /// `O_NONBLOCK` is known to be set on the file description.
     pub(super) nonblocking: bool,
+    /// A read-side syscall said `EAGAIN` and no readability edge came since: a new read-side
+    /// op parks without trying (the edge will run it), saving a syscall that would fail.
+    pub(super) read_blocked: bool,
+    /// The same for the write side.
+    pub(super) write_blocked: bool,
     /// Parked read-side ops, oldest first.
     pub(super) readers: VecDeque<OpId>,
     /// Parked write-side ops, oldest first.
@@ -61,6 +66,24 @@ impl FdState {
         }
     }
 
+    /// Whether `side` is known not to be ready (see `read_blocked`).
+    pub(super) fn blocked(&self, side: Side) -> bool {
+        match side {
+            Side::Read => self.read_blocked,
+            Side::Write => self.write_blocked,
+            Side::Poll => false,
+        }
+    }
+
+    /// Records whether `side` is known not to be ready.
+    pub(super) fn set_blocked(&mut self, side: Side, blocked: bool) {
+        match side {
+            Side::Read => self.read_blocked = blocked,
+            Side::Write => self.write_blocked = blocked,
+            Side::Poll => {}
+        }
+    }
+
     /// Whether any op is parked here.
     pub(super) fn has_parked(&self) -> bool {
         !(self.readers.is_empty() && self.writers.is_empty() && self.polls.is_empty())
@@ -70,6 +93,8 @@ impl FdState {
     fn reset(&mut self) {
         self.registered = false;
         self.nonblocking = false;
+        self.read_blocked = false;
+        self.write_blocked = false;
         self.readers.clear();
         self.writers.clear();
         self.polls.clear();
