@@ -224,7 +224,7 @@ impl Driver {
                 let fd = self.ready[at].result;
                 self.fresh_fd(fd);
             }
-            if let Progress::Done(fd) = progress {
+            if let Progress::Done(fd) | Progress::Drained(fd) = progress {
                 if fd >= 0 {
                     self.fresh_fd(fd);
                 }
@@ -271,6 +271,12 @@ impl Driver {
         }
         match self.attempt(table, id) {
             Some(Progress::Done(result)) => self.finish(table, id, result),
+            Some(Progress::Drained(result)) => {
+                if let Some(state) = self.registry.get(fd) {
+                    state.short_transfer(side);
+                }
+                self.finish(table, id, result);
+            }
             Some(Progress::Again) => {
                 self.park(table, id, fd, side);
                 if let Some(state) = self.registry.get(fd).filter(|s| s.registered) {
@@ -333,9 +339,15 @@ impl Driver {
                     return;
                 }
                 done => {
-                    self.registry.state(fd).queue(side).pop_front();
-                    if let Some(Progress::Done(result)) = done {
-                        self.finish(table, id, result);
+                    let state = self.registry.state(fd);
+                    state.queue(side).pop_front();
+                    match done {
+                        Some(Progress::Done(result)) => self.finish(table, id, result),
+                        Some(Progress::Drained(result)) => {
+                            state.short_transfer(side);
+                            self.finish(table, id, result);
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -382,16 +394,22 @@ impl Driver {
         const READ: u32 =
             (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         const WRITE: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        const READ_CLOSED: u32 =
+            (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLPRI) as u32;
+        const WRITE_CLOSED: u32 = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let Some(state) = self.registry.get(fd) else {
+            return;
+        };
+        // Readiness the edge announces; sticky conditions stop short transfers from being
+        // taken as "drained" (no further edge would come for what is left).
+        state.read_blocked &= revents & READ == 0;
+        state.write_blocked &= revents & WRITE == 0;
+        state.read_closed |= revents & READ_CLOSED != 0;
+        state.write_closed |= revents & WRITE_CLOSED != 0;
         if revents & READ != 0 {
-            if let Some(state) = self.registry.get(fd) {
-                state.read_blocked = false;
-            }
             self.run_queue(table, fd, Side::Read);
         }
         if revents & WRITE != 0 {
-            if let Some(state) = self.registry.get(fd) {
-                state.write_blocked = false;
-            }
             self.run_queue(table, fd, Side::Write);
         }
         if self.registry.get(fd).is_some_and(|s| !s.polls.is_empty()) {
@@ -472,7 +490,7 @@ impl Backend for Driver {
                 // syscall's own answer is the result.
                 _ => {
                     let result = match self.attempt(table, id) {
-                        Some(Progress::Done(result)) => result,
+                        Some(Progress::Done(result) | Progress::Drained(result)) => result,
                         Some(Progress::Again) | None => -libc::EAGAIN,
                     };
                     self.finish(table, id, result);
@@ -673,10 +691,105 @@ mod tests {
         assert!(drain(&mut d, &mut table).is_empty());
         d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
         assert_eq!(drain(&mut d, &mut table), [(second, 4, false)]);
-        // No edge pending and nothing blocked any more: the next recv tries at once.
+        // That read was short on a stream socket: drained, so the next recv waits for the
+        // edge of new data too.
+        assert!(d
+            .registry
+            .get(fd)
+            .is_some_and(|s| s.stream && s.read_blocked));
         std::io::Write::write_all(&mut b, b"now").unwrap();
         let third = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 2);
         d.push(&mut table, third);
+        assert!(drain(&mut d, &mut table).is_empty());
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
         assert_eq!(drain(&mut d, &mut table), [(third, 3, false)]);
+        // A full read says nothing about what is left: the next recv tries at once.
+        std::io::Write::write_all(&mut b, b"12345678rest").unwrap();
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        let fourth = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 3);
+        d.push(&mut table, fourth);
+        assert_eq!(drain(&mut d, &mut table), [(fourth, 8, false)]);
+        let fifth = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 4);
+        d.push(&mut table, fifth);
+        assert_eq!(drain(&mut d, &mut table), [(fifth, 4, false)]);
+    }
+
+    /// Pushes a recv on `fd` and completes it, polling if it parks.
+    fn recv_now_or_after_poll(d: &mut Driver, table: &mut OpTable, fd: RawFd) -> i32 {
+        let id = table.insert(op::Recv::new(fd, Vec::with_capacity(64)).into(), 0);
+        d.push(table, id);
+        let mut done = drain(d, table);
+        if done.is_empty() {
+            d.poll(table, Some(Duration::from_secs(5))).unwrap();
+            done = drain(d, table);
+        }
+        assert_eq!(done.len(), 1, "the recv completed");
+        done[0].1
+    }
+
+    #[test]
+    fn short_reads_on_datagram_sockets_do_not_hide_queued_datagrams() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = b.as_raw_fd();
+        // Register the socket (first recv parks), then queue three datagrams.
+        let first = table.insert(op::Recv::new(fd, Vec::with_capacity(64)).into(), 0);
+        d.push(&mut table, first);
+        for msg in [&b"one"[..], b"two", b"three"] {
+            a.send_to(msg, b.local_addr().unwrap()).unwrap();
+        }
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(first, 3, false)]);
+        assert!(d
+            .registry
+            .get(fd)
+            .is_some_and(|s| !s.stream && !s.read_blocked));
+        // No new edge will come for the two queued datagrams: they must be read at once.
+        assert_eq!(recv_now_or_after_poll(&mut d, &mut table, fd), 3);
+        let id = table.insert(op::Recv::new(fd, Vec::with_capacity(64)).into(), 0);
+        d.push(&mut table, id);
+        assert_eq!(drain(&mut d, &mut table), [(id, 5, false)], "read at push");
+    }
+
+    #[test]
+    fn end_of_stream_after_a_short_read_is_still_reported() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let first = table.insert(op::Recv::new(fd, Vec::with_capacity(64)).into(), 0);
+        d.push(&mut table, first);
+        // Data and end of stream arrive together; one edge announces both.
+        std::io::Write::write_all(&mut b, b"bye").unwrap();
+        drop(b);
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(first, 3, false)]);
+        assert_eq!(recv_now_or_after_poll(&mut d, &mut table, fd), 0);
+    }
+
+    #[test]
+    fn a_short_peek_leaves_the_data_to_be_read_at_once() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let first = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 0);
+        d.push(&mut table, first);
+        std::io::Write::write_all(&mut b, b"peek").unwrap();
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(first, 4, false)]);
+        std::io::Write::write_all(&mut b, b"data").unwrap();
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        let mut peek = op::Recv::new(fd, Vec::with_capacity(64));
+        peek.flags = libc::MSG_PEEK;
+        let peek = table.insert(peek.into(), 1);
+        d.push(&mut table, peek);
+        assert_eq!(drain(&mut d, &mut table), [(peek, 4, false)]);
+        let read = table.insert(op::Recv::new(fd, Vec::with_capacity(64)).into(), 2);
+        d.push(&mut table, read);
+        assert_eq!(
+            drain(&mut d, &mut table),
+            [(read, 4, false)],
+            "read at push"
+        );
     }
 }

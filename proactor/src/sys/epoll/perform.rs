@@ -28,6 +28,10 @@ pub(super) enum Progress {
     Done(i32),
     /// Not ready (`EAGAIN`, a connect in progress, a child still running): park the op.
     Again,
+    /// Finished with a short count (`0 < n < asked`) on a plain read or write: on a byte
+    /// stream this means the fd's buffer is now empty (or full), so the next op of that side
+    /// can wait for the edge instead of trying (the caller checks the fd is a byte stream).
+    Drained(i32),
 }
 
 /// Where a multishot op's intermediate completions and buffers come from and go.
@@ -139,6 +143,14 @@ fn position(offset: Option<u64>) -> Option<u64> {
     offset.filter(|&off| off != CURRENT_POSITION)
 }
 
+/// A transfer's progress, `Drained` when fewer than `asked` (but some) bytes moved.
+fn transfer(result: Result<usize, i32>, asked: usize) -> Progress {
+    match progress(result) {
+        Progress::Done(n) if n > 0 && (n as usize) < asked => Progress::Drained(n),
+        other => other,
+    }
+}
+
 /// `buf`'s spare capacity as a raw region for the kernel to fill.
 fn spare(buf: &mut Vec<u8>) -> (*mut libc::c_void, usize) {
     let spare = buf.spare_capacity_mut();
@@ -148,52 +160,58 @@ fn spare(buf: &mut Vec<u8>) -> (*mut libc::c_void, usize) {
 fn read(op: &mut op::Read) -> Progress {
     let (fd, offset) = (op.fd, position(op.offset));
     let (ptr, len) = spare(&mut op.buf);
-    progress(retry(|| match offset {
+    let result = retry(|| match offset {
         // SAFETY: `ptr..ptr+len` is the spare capacity of the op's buffer, which lives (and
         // is not otherwise accessed) for the whole call.
         Some(off) => unsafe { libc::pread64(fd, ptr, len, off as libc::off64_t) },
         // SAFETY: as above.
         None => unsafe { libc::read(fd, ptr, len) },
-    }))
+    });
+    transfer(result, len)
 }
 
 fn write(op: &mut op::Write) -> Progress {
     let (fd, offset) = (op.fd, position(op.offset));
     let data = op.remaining();
     let (ptr, len) = (data.as_ptr().cast::<libc::c_void>(), data.len());
-    progress(retry(|| match offset {
+    let result = retry(|| match offset {
         // SAFETY: `ptr..ptr+len` are initialised bytes of the op's buffer, alive and
         // unmodified for the call.
         Some(off) => unsafe { libc::pwrite64(fd, ptr, len, off as libc::off64_t) },
         // SAFETY: as above.
         None => unsafe { libc::write(fd, ptr, len) },
-    }))
+    });
+    transfer(result, len)
 }
 
 fn readv(op: &mut op::Readv) -> Progress {
     let (fd, offset) = (op.fd, position(op.offset));
     let iov = op.prepare();
+    let asked = iov.iter().map(|v| v.iov_len).sum();
     let (ptr, count) = (iov.as_ptr(), iov.len() as libc::c_int);
-    progress(retry(|| match offset {
+    let result = retry(|| match offset {
         // SAFETY: the iovecs point at the spare capacity of the op's buffers, which live and
         // are not otherwise accessed during the call; `count` is the array's length.
         Some(off) => unsafe { libc::preadv64(fd, ptr, count, off as libc::off64_t) },
         // SAFETY: as above.
         None => unsafe { libc::readv(fd, ptr, count) },
-    }))
+    });
+    transfer(result, asked)
 }
 
 fn writev(op: &mut op::Writev) -> Progress {
     let (fd, offset) = (op.fd, position(op.offset));
     let iov = op.prepare();
+    let asked = iov.iter().map(|v| v.iov_len).sum();
     let (ptr, count) = (iov.as_ptr(), iov.len() as libc::c_int);
-    progress(retry(|| match offset {
+    let result = retry(|| match offset {
         // SAFETY: the iovecs point at initialised bytes of the op's buffers, alive and
         // unmodified during the call; `count` is the array's length (at most IOV_MAX).
         Some(off) => unsafe { libc::pwritev64(fd, ptr, count, off as libc::off64_t) },
         // SAFETY: as above.
         None => unsafe { libc::writev(fd, ptr, count) },
-    }))
+    });
+    transfer(result, asked)
 }
 
 fn recv(op: &mut op::Recv) -> Progress {
@@ -201,7 +219,13 @@ fn recv(op: &mut op::Recv) -> Progress {
     let (ptr, len) = spare(&mut op.buf);
     // SAFETY: `ptr..ptr+len` is the spare capacity of the op's buffer, alive and not
     // otherwise accessed during the call.
-    progress(retry(|| unsafe { libc::recv(fd, ptr, len, flags) }))
+    let result = retry(|| unsafe { libc::recv(fd, ptr, len, flags) });
+    // A short peek (or any special receive) says nothing about what is left.
+    if op.flags == 0 {
+        transfer(result, len)
+    } else {
+        progress(result)
+    }
 }
 
 fn send(op: &mut op::Send) -> Progress {
@@ -210,7 +234,7 @@ fn send(op: &mut op::Send) -> Progress {
     let (ptr, len) = (data.as_ptr().cast::<libc::c_void>(), data.len());
     // SAFETY: `ptr..ptr+len` are initialised bytes of the op's buffer, alive and unmodified
     // during the call.
-    progress(retry(|| unsafe { libc::send(fd, ptr, len, flags) }))
+    transfer(retry(|| unsafe { libc::send(fd, ptr, len, flags) }), len)
 }
 
 fn recvmsg(op: &mut op::RecvMsg) -> Progress {

@@ -48,6 +48,15 @@ pub(super) struct FdState {
     pub(super) read_blocked: bool,
     /// The same for the write side.
     pub(super) write_blocked: bool,
+    /// A byte stream (a stream socket or a plain pipe), where a short read means the
+    /// receive buffer is empty and a short write that the send buffer is full. Known once
+    /// registered.
+    pub(super) stream: bool,
+    /// An event reported end of stream, an error, a hang-up or urgent data: no further edge
+    /// may come for what is left to read, so short reads no longer imply an empty buffer.
+    pub(super) read_closed: bool,
+    /// An event reported an error or a hang-up on the write side.
+    pub(super) write_closed: bool,
     /// Parked read-side ops, oldest first.
     pub(super) readers: VecDeque<OpId>,
     /// Parked write-side ops, oldest first.
@@ -84,6 +93,19 @@ impl FdState {
         }
     }
 
+    /// Records that a transfer on `side` moved fewer bytes than asked: on a byte stream
+    /// that is still open, the side is drained (or full) and the next op waits for an edge.
+    pub(super) fn short_transfer(&mut self, side: Side) {
+        let open = match side {
+            Side::Read => !self.read_closed,
+            Side::Write => !self.write_closed,
+            Side::Poll => false,
+        };
+        if self.registered && self.stream && open {
+            self.set_blocked(side, true);
+        }
+    }
+
     /// Whether any op is parked here.
     pub(super) fn has_parked(&self) -> bool {
         !(self.readers.is_empty() && self.writers.is_empty() && self.polls.is_empty())
@@ -95,6 +117,9 @@ impl FdState {
         self.nonblocking = false;
         self.read_blocked = false;
         self.write_blocked = false;
+        self.stream = false;
+        self.read_closed = false;
+        self.write_closed = false;
         self.readers.clear();
         self.writers.clear();
         self.polls.clear();
@@ -161,7 +186,10 @@ impl Registry {
                 return Err(err);
             }
         }
-        self.state(fd).registered = true;
+        let stream = is_byte_stream(fd);
+        let state = self.state(fd);
+        state.registered = true;
+        state.stream = stream;
         Ok(())
     }
 
@@ -213,6 +241,36 @@ impl Registry {
         orphans.extend(state.polls.drain(..));
         state.reset();
     }
+}
+
+/// Whether `fd` is a byte stream: a `SOCK_STREAM` socket, or a pipe not in packet mode
+/// (`O_DIRECT`). Datagram sockets, terminals and everything else are not: a short read there
+/// can leave more to read.
+fn is_byte_stream(fd: RawFd) -> bool {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are live locals of the sizes the kernel is told.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut kind as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        return kind == libc::SOCK_STREAM;
+    }
+    // SAFETY: all-zero bytes is a valid `stat`, which the kernel fills during the call.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a live, writable `stat`.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 || st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return false;
+    }
+    // SAFETY: F_GETFL takes no pointer.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_DIRECT == 0
 }
 
 #[cfg(test)]
