@@ -116,3 +116,25 @@ fn multishot_accept_on_a_socket_that_does_not_listen_ends_with_einval() {
     assert!(!c.more);
     assert_eq!(c.result.unwrap_err().raw_os_error(), Some(libc::EINVAL));
 }
+
+#[test]
+fn multishot_accept_takes_a_backlog_larger_than_one_turn() {
+    // More pending connections than one readiness turn takes (32): the op yields and
+    // resumes on the next poll without waiting for a new edge.
+    let mut p = proactor();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let clients: Vec<TcpStream> = (0..80).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let id = p.push(op::AcceptMulti::new(listener.as_raw_fd()), 3);
+    let mut fds = Vec::new();
+    while fds.len() < clients.len() {
+        let c = next(&mut p);
+        assert_eq!((c.id, c.more), (id, true));
+        fds.push(c.result.unwrap() as i32);
+    }
+    assert!(p.cancel(id));
+    assert!(!next(&mut p).more);
+    for fd in fds {
+        p.close_fd(fd).unwrap();
+    }
+}

@@ -97,6 +97,11 @@ pub(crate) struct Driver {
     events: Vec<libc::epoll_event>,
     /// Scratch for ops orphaned by `forget_fd`.
     orphans: Vec<OpId>,
+    /// Queues whose front op yielded its turn (`Progress::Yield`) and runs again at the
+    /// next poll, without waiting for an edge.
+    yielded: Vec<(RawFd, Side)>,
+    /// The list being run, kept to reuse its allocation.
+    yielded_now: Vec<(RawFd, Side)>,
 }
 
 impl Driver {
@@ -125,6 +130,8 @@ impl Driver {
             spare: Vec::new(),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; batch],
             orphans: Vec::new(),
+            yielded: Vec::new(),
+            yielded_now: Vec::new(),
         })
     }
 
@@ -283,6 +290,10 @@ impl Driver {
                     state.set_blocked(side, true);
                 }
             }
+            Some(Progress::Yield) => {
+                self.park(table, id, fd, side);
+                self.yielded.push((fd, side));
+            }
             None => {}
         }
     }
@@ -336,6 +347,10 @@ impl Driver {
             match self.attempt(table, id) {
                 Some(Progress::Again) => {
                     self.registry.state(fd).set_blocked(side, true);
+                    return;
+                }
+                Some(Progress::Yield) => {
+                    self.yielded.push((fd, side));
                     return;
                 }
                 done => {
@@ -417,6 +432,20 @@ impl Driver {
         }
     }
 
+    /// Gives the multishot ops that yielded their turn another one.
+    fn run_yielded(&mut self, table: &mut OpTable) {
+        if self.yielded.is_empty() {
+            return;
+        }
+        let mut now = std::mem::take(&mut self.yielded_now);
+        std::mem::swap(&mut now, &mut self.yielded);
+        for &(fd, side) in &now {
+            self.run_queue(table, fd, side);
+        }
+        now.clear();
+        self.yielded_now = now;
+    }
+
     /// Completes every timer that is due.
     fn expire_timers(&mut self, table: &mut OpTable) {
         let now = Instant::now();
@@ -491,7 +520,7 @@ impl Backend for Driver {
                 _ => {
                     let result = match self.attempt(table, id) {
                         Some(Progress::Done(result) | Progress::Drained(result)) => result,
-                        Some(Progress::Again) | None => -libc::EAGAIN,
+                        Some(Progress::Again | Progress::Yield) | None => -libc::EAGAIN,
                     };
                     self.finish(table, id, result);
                 }
@@ -527,6 +556,7 @@ impl Backend for Driver {
     }
 
     fn poll(&mut self, table: &mut OpTable, timeout: Option<Duration>) -> io::Result<()> {
+        self.run_yielded(table);
         // Completions already queued: only collect what is ready, never block.
         let immediate = !self.ready.is_empty() || timeout == Some(Duration::ZERO);
         let deadline = match timeout {

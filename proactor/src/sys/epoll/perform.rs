@@ -28,11 +28,19 @@ pub(super) enum Progress {
     Done(i32),
     /// Not ready (`EAGAIN`, a connect in progress, a child still running): park the op.
     Again,
+    /// A multishot op used up its budget of completions for this turn while the fd may
+    /// still be ready: it keeps its place and is run again on the next poll, so one busy
+    /// connection cannot starve the others (io_uring similarly requeues a multishot op
+    /// after a bounded number of retries).
+    Yield,
     /// Finished with a short count (`0 < n < asked`) on a plain read or write: on a byte
     /// stream this means the fd's buffer is now empty (or full), so the next op of that side
     /// can wait for the edge instead of trying (the caller checks the fd is a byte stream).
     Drained(i32),
 }
+
+/// How many chunks or connections a multishot op takes per readiness turn.
+pub(super) const MULTISHOT_BUDGET: usize = 32;
 
 /// Where a multishot op's intermediate completions and buffers come from and go.
 pub(super) struct Sink<'a> {
@@ -319,12 +327,12 @@ fn close(op: &mut op::Close) -> Progress {
     Progress::Done(0)
 }
 
-/// Receives chunks until `EAGAIN`, one `more` completion each, into pool buffers or, when
+/// Receives chunks until `EAGAIN` (or the turn's budget), one `more` completion each, into pool buffers or, when
 /// the pool is dry, into buffers of its own: data is never left waiting for a free buffer.
 fn recv_multi(op: &mut op::RecvMulti, sink: Sink<'_>) -> Progress {
     let fd = op.fd;
     let size = sink.pool.buf_size();
-    loop {
+    for _ in 0..MULTISHOT_BUDGET {
         let pooled = sink.pool.take();
         let (ptr, len) = match pooled {
             Some((_, ptr)) => (ptr.cast::<libc::c_void>(), size),
@@ -366,12 +374,14 @@ fn recv_multi(op: &mut op::RecvMulti, sink: Sink<'_>) -> Progress {
             buf: Some(chunk),
         });
     }
+    Progress::Yield
 }
 
-/// Accepts until `EAGAIN`, one `more` completion per new fd; an error ends the op.
+/// Accepts until `EAGAIN` (or the turn's budget), one `more` completion per new fd; an
+/// error ends the op.
 fn accept_multi(op: &mut op::AcceptMulti, sink: Sink<'_>) -> Progress {
     let (fd, flags) = (op.fd, op.flags);
-    loop {
+    for _ in 0..MULTISHOT_BUDGET {
         // SAFETY: null address pointers ask the kernel not to report the peer.
         let result =
             retry(
@@ -388,4 +398,5 @@ fn accept_multi(op: &mut op::AcceptMulti, sink: Sink<'_>) -> Progress {
             other => return progress(other),
         }
     }
+    Progress::Yield
 }
