@@ -14,10 +14,16 @@
 //!   of the same side is parked queues behind it untried, so order per fd is kept.
 //! - **Run on readiness.** Each event runs the fd's parked ops in order until one says
 //!   `EAGAIN` (edge-triggered: the next edge comes after that).
+//! - **No syscall known to fail.** Once a side of an fd said `EAGAIN`, or a read or write on
+//!   a byte stream moved less than asked (its buffer is now empty or full, as tokio also
+//!   infers), new ops of that side park untried until the next edge; the edge is certain
+//!   to come, because the state changed after the syscall that observed it. A request /
+//!   response exchange then costs one recv, one send and a share of one `epoll_wait`.
 //! - **Multishot.** `RecvMulti` reads until `EAGAIN` into pool buffers, or into buffers of
 //!   its own when the pool is dry; `AcceptMulti` accepts until `EAGAIN`; a multishot
 //!   `PollAdd` reports each readiness edge. All stay parked until end of stream, an error,
-//!   or a cancel.
+//!   or a cancel. A multishot op takes at most 32 chunks or connections per turn, then
+//!   yields to the other fds and resumes at the next poll.
 //! - **Timeouts** sit in a heap ([`timers`]); the wait ends no later than the next one and
 //!   never before it is due ([`wait`]). **Child exits** wait on a pidfd ([`child`]).
 //! - **Cancel** unparks the op and queues its `-ECANCELED` completion; an op that already
