@@ -183,3 +183,32 @@ fn a_signal_interrupting_the_wait_is_a_normal_return() {
     assert!(p.pop().is_none());
     thread.join().unwrap();
 }
+
+#[test]
+fn connect_and_multishot_recv_on_numbers_reused_behind_the_backends_back() {
+    let mut p = proactor();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket2::SockAddr::from(listener.local_addr().unwrap());
+    for round in 0..20 {
+        // A fresh socket (likely the number the previous round dropped without telling the
+        // proactor) connects, then receives through a multishot recv.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        p.push(op::Connect::new(socket.as_raw_fd(), addr.clone()), 1);
+        assert_eq!(next(&mut p).result.unwrap(), 0, "round {round}");
+        let (mut server, _) = listener.accept().unwrap();
+        let id = p.push(op::RecvMulti::new(socket.as_raw_fd()), 2);
+        assert_idle(&mut p);
+        std::io::Write::write_all(&mut server, b"data").unwrap();
+        let c = next(&mut p);
+        assert_eq!(
+            (c.id, c.more, c.result.unwrap()),
+            (id, true, 4),
+            "round {round}"
+        );
+        assert!(p.cancel(id));
+        assert!(!next(&mut p).more);
+        drop(socket); // closed behind the proactor's back: the misuse under test
+    }
+}

@@ -35,6 +35,11 @@
 //! # Caveats
 //! Fds must be closed through the proactor (`op::Close`, `Proactor::close_fd`): an fd closed
 //! behind the backend's back leaves a registration that its number's next owner inherits.
+//! The backend recovers where it can do so for free or nearly: fds it receives from the
+//! kernel (accepts, pidfds) drop any state their number had, and ops that begin an fd's life
+//! (connect, multishot receive, accept and poll) check a registration they believe in with
+//! one `epoll_ctl`. A plain read or recv on a reused number cannot be checked without a
+//! syscall per op, and may wait forever.
 //! Fds used with reads, writes, accepts and connects are switched to `O_NONBLOCK` when first
 //! seen (sockets' sends and receives use `MSG_DONTWAIT` instead and are left alone), because
 //! no syscall may sleep on the loop's thread. One consequence differs from io_uring: a
@@ -505,6 +510,9 @@ impl Backend for Driver {
             }
             Op::PollAdd(poll) => {
                 let (fd, events, multi) = (poll.fd, poll.events, poll.multishot);
+                if multi && self.registry.registration_is_stale(fd) {
+                    self.drop_fd_state(fd, false);
+                }
                 self.start_poll(table, id, fd, events, multi);
             }
             Op::WaitId(wait) => match child::open(wait.pid) {
@@ -519,6 +527,15 @@ impl Backend for Driver {
             _ => match (perform::side(op), op.fd()) {
                 (Some(side), Some(fd)) if fd >= 0 => {
                     let nonblock = perform::needs_nonblocking_fd(op);
+                    let begins_life =
+                        matches!(op, Op::Connect(_) | Op::RecvMulti(_) | Op::AcceptMulti(_));
+                    if begins_life && self.registry.registration_is_stale(fd) {
+                        tracing::debug!(
+                            fd,
+                            "fd was closed behind the backend's back; re-registering"
+                        );
+                        self.drop_fd_state(fd, false);
+                    }
                     self.start(table, id, fd, side, nonblock);
                 }
                 // Synchronous ops (nop, close, shutdown) and ops on invalid fds: the

@@ -193,6 +193,26 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether the backend believes `fd` registered while epoll holds no registration for
+    /// the file now behind that number: the fd was closed behind the backend's back and its
+    /// number reused. Costs one `epoll_ctl`, and only when `fd` is believed registered; the
+    /// driver asks at ops that begin an fd's life (connect, multishot receive and accept),
+    /// where a registered fd is almost always exactly this case.
+    pub(super) fn registration_is_stale(&mut self, fd: RawFd) -> bool {
+        if !self.get(fd).is_some_and(|s| s.registered) {
+            return false;
+        }
+        let mut event = libc::epoll_event {
+            events: INTEREST,
+            u64: fd as u64,
+        };
+        // SAFETY: `event` is a live local the kernel only reads during the call. MOD with the
+        // same interest changes nothing for a live registration (it may report current
+        // readiness again, which the driver tolerates).
+        let rc = unsafe { libc::epoll_ctl(self.epoll_fd(), libc::EPOLL_CTL_MOD, fd, &mut event) };
+        rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT)
+    }
+
     /// Makes sure `fd`'s file description is non-blocking, once per fd: the backend tries
     /// syscalls at once and must never sleep in one. Failures are left for the op's own
     /// syscall to report (an invalid fd fails it with `EBADF`).
