@@ -47,6 +47,8 @@ struct PoolInner {
     mem: *mut u8,
     size: usize,
     count: u16,
+    /// Buffers handed out as `RecvBuf`s and not yet dropped.
+    in_use: Cell<u16>,
     recycler: Recycler,
 }
 
@@ -151,6 +153,7 @@ impl BufPool {
                 mem,
                 size,
                 count,
+                in_use: Cell::new(0),
                 recycler,
             }),
         }
@@ -162,6 +165,24 @@ impl BufPool {
             Recycler::Ring(ring) => Some(ring.base as u64),
             Recycler::FreeList(_) => None,
         }
+    }
+
+    /// Whether buffers return to a kernel-registered ring.
+    pub(crate) fn is_ring(&self) -> bool {
+        matches!(self.inner.recycler, Recycler::Ring(_))
+    }
+
+    /// How many buffers are held by `RecvBuf`s right now.
+    pub(crate) fn in_use(&self) -> u16 {
+        self.inner.in_use.get()
+    }
+
+    /// The buffers' memory (base and length), for the buffer audit.
+    pub(crate) fn memory(&self) -> (*const u8, usize) {
+        (
+            self.inner.mem,
+            usize::from(self.inner.count) * self.inner.size,
+        )
     }
 
     /// The number of buffers.
@@ -193,6 +214,7 @@ impl BufPool {
     /// Wraps buffer `id`, into which the kernel (or the backend) wrote `len` bytes.
     pub(crate) fn filled(&self, id: u16, len: usize) -> RecvBuf {
         debug_assert!(id < self.inner.count && len <= self.inner.size);
+        self.inner.in_use.set(self.inner.in_use.get() + 1);
         RecvBuf(Repr::Pooled {
             pool: Rc::clone(&self.inner),
             id,
@@ -256,6 +278,7 @@ impl Deref for RecvBuf {
 impl Drop for RecvBuf {
     fn drop(&mut self) {
         if let Repr::Pooled { pool, id, .. } = &self.0 {
+            pool.in_use.set(pool.in_use.get().saturating_sub(1));
             pool.recycle(*id);
         }
     }

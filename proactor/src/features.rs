@@ -32,10 +32,14 @@ pub struct Features {
     pub multishot_accept: bool,
     /// Multishot recv (6.0).
     pub multishot_recv: bool,
+    /// Multishot poll (5.13); else emulated by re-armed single polls.
+    pub multishot_poll: bool,
     /// Provided buffer rings (`IORING_REGISTER_PBUF_RING`, 5.19).
     pub buf_ring: bool,
     /// `IORING_OP_WAITID` (6.7); else child exits are watched with a pidfd poll.
     pub waitid: bool,
+    /// `IORING_OP_SHUTDOWN` (5.11); else `shutdown(2)` is called in user space.
+    pub shutdown: bool,
 }
 
 impl Features {
@@ -51,8 +55,10 @@ impl Features {
             (self.nodrop, "nodrop"),
             (self.multishot_accept, "multishot_accept"),
             (self.multishot_recv, "multishot_recv"),
+            (self.multishot_poll, "multishot_poll"),
             (self.buf_ring, "buf_ring"),
             (self.waitid, "waitid"),
+            (self.shutdown, "shutdown"),
         ];
         flags
             .iter()

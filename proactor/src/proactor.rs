@@ -169,10 +169,11 @@ impl Proactor {
     /// Starts `op`; its completions will carry `token`. Never fails and never blocks: a full
     /// submission queue holds the op in user space until there is room.
     pub fn push(&mut self, op: impl Into<Op>, token: u64) -> OpId {
-        let op = op.into();
+        let mut op = op.into();
         if let Op::Close(close) = &op {
             self.driver.forget_fd(close.fd);
         }
+        op.reserve_scratch();
         audit::lend(&op);
         let id = self.table.insert(op, token);
         self.driver.push(&mut self.table, id);

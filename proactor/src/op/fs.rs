@@ -108,10 +108,11 @@ impl Readv {
         }
     }
 
-    /// Points the scratch iovecs at the buffers' spare capacity; returns them.
+    /// Points the scratch iovecs at the buffers' spare capacity (at most `IOV_MAX` of them);
+    /// returns them.
     pub(crate) fn prepare(&mut self) -> &[libc::iovec] {
         self.iovecs.0.clear();
-        for buf in &mut self.bufs {
+        for buf in self.bufs.iter_mut().take(libc::UIO_MAXIOV as usize) {
             let spare = buf.spare_capacity_mut();
             self.iovecs.0.push(libc::iovec {
                 iov_base: spare.as_mut_ptr().cast(),

@@ -13,7 +13,7 @@
 //! Reads append to a buffer's *spare capacity* (`buf.len()..buf.capacity()`) and the
 //! completion extends `buf.len()` by the bytes read; writes send `buf[start..]`.
 
-mod fs;
+pub(crate) mod fs;
 mod misc;
 mod net;
 
@@ -124,6 +124,75 @@ impl Op {
             Op::Timeout(_) => "timeout",
             Op::PollAdd(_) => "poll",
             Op::WaitId(_) => "waitid",
+        }
+    }
+
+    /// Calls `f` with every heap allocation the kernel may read or write while the op is in
+    /// flight (base address and size in bytes), for the buffer audit. Empty vectors and
+    /// zero-sized boxes own no allocation and are skipped.
+    pub(crate) fn for_each_lent(&self, mut f: impl FnMut(*const u8, usize)) {
+        fn vec<T>(v: &Vec<T>, f: &mut impl FnMut(*const u8, usize)) {
+            let bytes = v.capacity() * std::mem::size_of::<T>();
+            if bytes > 0 {
+                f(v.as_ptr().cast(), bytes);
+            }
+        }
+        fn boxed<T>(b: &T, f: &mut impl FnMut(*const u8, usize)) {
+            let bytes = std::mem::size_of::<T>();
+            if bytes > 0 {
+                f((b as *const T).cast(), bytes);
+            }
+        }
+        match self {
+            Op::Read(op) => vec(&op.buf, &mut f),
+            Op::Write(op) => vec(&op.buf, &mut f),
+            Op::Recv(op) => vec(&op.buf, &mut f),
+            Op::Send(op) => vec(&op.buf, &mut f),
+            Op::Readv(op) => {
+                op.bufs.iter().for_each(|b| vec(b, &mut f));
+                vec(&op.iovecs.0, &mut f);
+            }
+            Op::Writev(op) => {
+                op.bufs.iter().for_each(|b| vec(b, &mut f));
+                vec(&op.iovecs.0, &mut f);
+            }
+            Op::SendMsg(op) => {
+                op.bufs.iter().for_each(|b| vec(b, &mut f));
+                boxed(&*op.scratch, &mut f);
+                vec(&op.scratch.iovecs, &mut f);
+            }
+            Op::RecvMsg(op) => {
+                vec(&op.buf, &mut f);
+                boxed(&*op.scratch, &mut f);
+                vec(&op.scratch.iovecs, &mut f);
+            }
+            Op::Accept(op) => boxed(&*op.addr, &mut f),
+            Op::Connect(op) => boxed(&*op.addr, &mut f),
+            Op::Timeout(op) => boxed(&*op.ts, &mut f),
+            Op::WaitId(op) => boxed(&*op.info, &mut f),
+            Op::Nop(_)
+            | Op::RecvMulti(_)
+            | Op::AcceptMulti(_)
+            | Op::Shutdown(_)
+            | Op::Close(_)
+            | Op::PollAdd(_) => {}
+        }
+    }
+
+    /// Gives the op's scratch `iovec` arrays the capacity the kernel view needs, so that
+    /// building that view later (possibly after the op was lent to the kernel and recorded
+    /// by the audit) never reallocates them.
+    pub(crate) fn reserve_scratch(&mut self) {
+        fn reserve(v: &mut Vec<libc::iovec>, n: usize) {
+            v.clear();
+            v.reserve(n.min(libc::UIO_MAXIOV as usize));
+        }
+        match self {
+            Op::Readv(op) => reserve(&mut op.iovecs.0, op.bufs.len()),
+            Op::Writev(op) => reserve(&mut op.iovecs.0, op.bufs.len()),
+            Op::SendMsg(op) => reserve(&mut op.scratch.iovecs, op.bufs.len()),
+            Op::RecvMsg(op) => reserve(&mut op.scratch.iovecs, 1),
+            _ => {}
         }
     }
 

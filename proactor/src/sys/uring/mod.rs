@@ -1,45 +1,229 @@
-//! The io_uring backend. (Being written.)
+//! The io_uring backend.
+//!
+//! One ring per proactor, created on the thread that uses it (`SINGLE_ISSUER`), with
+//! `DEFER_TASKRUN` (or `COOP_TASKRUN`), `SUBMIT_ALL`, a CQ twice the SQ and a registered
+//! ring fd where the kernel has them ([`setup`]). Ops become SQEs in [`prep`]; what does
+//! not fit the SQ waits in a user-space backlog ([`submit`]); cancels are `AsyncCancel`s
+//! that travel the same path ([`cancel`]); multishot ops, their emulations and the waitid
+//! fallback are in [`multishot`] and [`waitid`]; per-op state lives in a side table
+//! ([`slots`]).
+//!
+//! # Completions
+//! [`Backend::pop`] reads CQEs straight from the CQ ring, one at a time, and turns each into
+//! a [`RawCompletion`]: `IORING_CQE_F_MORE` becomes `more`, `IORING_CQE_F_BUFFER` names the
+//! provided buffer holding the data. Completions the driver makes itself (an op cancelled
+//! before it reached the kernel, a user-space syscall, the end of a cancelled multishot) wait
+//! in a small ready queue that `pop` drains first. When the CQ is empty but the kernel kept
+//! overflowed completions (`IORING_SQ_CQ_OVERFLOW`; `IORING_FEAT_NODROP`), an
+//! `io_uring_enter(GETEVENTS)` flushes them, so nothing is lost.
+//!
+//! # `user_data`
+//! Ops carry [`OpId::user_data`] (slot index plus a non-zero generation). The driver's own
+//! requests carry generation 0: [`CANCEL_USER_DATA`] and [`WAIT_USER_DATA`]; their CQEs are
+//! ignored.
 
+mod cancel;
+mod multishot;
+mod prep;
+mod setup;
+mod slots;
+mod submit;
+mod waitid;
+
+use std::collections::VecDeque;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use io_uring::cqueue;
+use io_uring::types::Timespec;
+use io_uring::IoUring;
+
+use crate::audit;
+use crate::buf::BufPool;
 use crate::completion::RawCompletion;
-use crate::error::{SetupError, SetupErrorKind};
+use crate::error::SetupError;
+use crate::op::Op;
 use crate::sys::{Backend, Config};
 use crate::table::{OpId, OpTable};
 use crate::{BackendKind, Features};
 
+use setup::{Caps, EnterTarget};
+use slots::{Slots, Stage};
+use submit::Queued;
+
+/// `user_data` of the driver's `AsyncCancel` requests (generation 0: internal).
+const CANCEL_USER_DATA: u64 = 1;
+/// `user_data` of the wait timeout used on kernels without `EXT_ARG`.
+const WAIT_USER_DATA: u64 = 2;
+
 /// The io_uring driver.
 pub(crate) struct Driver {
+    ring: IoUring,
+    enter: EnterTarget,
+    caps: Caps,
     features: Features,
+    /// Requests waiting for room in the SQ, in order.
+    backlog: VecDeque<Queued>,
+    /// Completions made in user space, reported before the next CQE.
+    ready: VecDeque<RawCompletion>,
+    /// Per-op driver state by slot index.
+    slots: Slots,
+    /// The shared receive pool; leaked instead of freed if the kernel may still write it.
+    pool: ManuallyDrop<BufPool>,
+    /// The wait timeout's timespec (kernels without `EXT_ARG`).
+    wait_ts: Box<Timespec>,
+    /// Op requests submitted (or in the SQ) whose final CQE has not been reaped.
+    in_kernel: usize,
 }
 
 impl Driver {
     /// Sets up a ring per `config`, probing what the kernel offers.
-    pub(crate) fn new(_config: &Config) -> Result<Driver, SetupError> {
-        Err(SetupError::new(
-            SetupErrorKind::Other,
-            "the io_uring backend is not built yet",
-            None,
-        ))
+    ///
+    /// # Errors
+    /// Why io_uring cannot be used: `io_uring_setup` failed (classified), or the kernel
+    /// lacks an opcode every op needs.
+    pub(crate) fn new(config: &Config) -> Result<Driver, SetupError> {
+        let off = setup::Disabled::from_env();
+        let (ring, mut features) = setup::create_ring(config, &off)?;
+        let caps = setup::probe(&ring, &off, &mut features)?;
+        let enter = setup::register_ring_fd(&ring, &off);
+        features.registered_ring_fd = enter.registered();
+        let pool = setup::buffer_pool(&ring, config, &off);
+        features.buf_ring = pool.is_ring();
+        features.multishot_recv = caps.multishot_recv && pool.is_ring();
+        let (mem, len) = pool.memory();
+        audit::lend_range(mem, len);
+        Ok(Driver {
+            ring,
+            enter,
+            caps,
+            features,
+            backlog: VecDeque::new(),
+            ready: VecDeque::new(),
+            slots: Slots::default(),
+            pool: ManuallyDrop::new(pool),
+            wait_ts: Box::new(Timespec::new()),
+            in_kernel: 0,
+        })
+    }
+
+    /// The next CQE, flushing completions the kernel kept on CQ overflow when the ring is
+    /// empty.
+    fn next_cqe(&mut self) -> Option<cqueue::Entry> {
+        if let Some(cqe) = self.ring.completion().next() {
+            return Some(cqe);
+        }
+        if !self.ring.submission().cq_overflow() {
+            return None;
+        }
+        tracing::debug!("CQ overflowed; flushing the completions the kernel kept");
+        if let Err(err) = self.enter(0, io_uring::EnterFlags::GETEVENTS.bits(), None) {
+            tracing::warn!("flushing overflowed completions failed: {err}");
+        }
+        self.ring.completion().next()
+    }
+
+    /// Turns one CQE into what the caller sees (nothing for internal requests and for
+    /// steps of emulations that report no event).
+    fn on_cqe(&mut self, table: &mut OpTable, cqe: &cqueue::Entry) -> Option<RawCompletion> {
+        let (user_data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
+        let Some(id) = OpId::from_user_data(user_data) else {
+            tracing::trace!(user_data, res, "internal completion");
+            return None;
+        };
+        let more = cqueue::more(flags);
+        if !more {
+            self.in_kernel = self.in_kernel.saturating_sub(1);
+        }
+        let Some(entry) = table.get(id) else {
+            // Ops leave the table only after their final CQE, so this is a driver bug;
+            // recycle a provided buffer the CQE may carry rather than lose it.
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                drop(self.pool.filled(bid, 0));
+            }
+            tracing::error!(?id, res, "completion for an op that is no longer in flight");
+            return None;
+        };
+        if !more {
+            self.slots.get(id).stage = Stage::Done;
+        }
+        match &entry.op {
+            Op::RecvMulti(_) => self.on_recv_multi(table, id, res, flags),
+            Op::AcceptMulti(_) => self.on_multi(table, id, res, more),
+            Op::PollAdd(poll) if poll.multishot => self.on_multi(table, id, res, more),
+            Op::WaitId(_) if !self.caps.waitid => self.on_pidfd_poll(table, id, res),
+            _ => Some(RawCompletion {
+                id,
+                result: res,
+                more,
+                buf: None,
+            }),
+        }
     }
 }
 
 impl Backend for Driver {
-    fn push(&mut self, _table: &mut OpTable, _id: OpId) {}
-    fn cancel(&mut self, _table: &mut OpTable, _id: OpId) {}
-    fn poll(&mut self, _table: &mut OpTable, _timeout: Option<Duration>) -> io::Result<()> {
-        Ok(())
+    fn push(&mut self, table: &mut OpTable, id: OpId) {
+        self.slots.reset(id);
+        self.start(table, id);
     }
-    fn pop(&mut self, _table: &mut OpTable) -> Option<RawCompletion> {
-        None
+
+    fn cancel(&mut self, table: &mut OpTable, id: OpId) {
+        self.cancel_op(table, id);
     }
+
+    fn poll(&mut self, table: &mut OpTable, timeout: Option<Duration>) -> io::Result<()> {
+        self.poll_ring(table, timeout)
+    }
+
+    #[inline]
+    fn pop(&mut self, table: &mut OpTable) -> Option<RawCompletion> {
+        loop {
+            if let Some(done) = self.ready.pop_front() {
+                return Some(done);
+            }
+            let cqe = self.next_cqe()?;
+            if let Some(done) = self.on_cqe(table, &cqe) {
+                return Some(done);
+            }
+        }
+    }
+
     fn forget_fd(&mut self, _fd: RawFd) {}
+
     fn features(&self) -> &Features {
         &self.features
     }
+
     fn kind(&self) -> BackendKind {
         BackendKind::IoUring
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.in_kernel > 0 || self.slots.lends_buffers() {
+            tracing::error!(
+                requests = self.in_kernel,
+                "io_uring requests still in flight at teardown; leaking the receive pool and \
+                 buffers rather than freeing memory the kernel may write"
+            );
+            std::mem::forget(std::mem::take(&mut self.slots));
+        } else {
+            if self.pool.is_ring() {
+                if let Err(err) = self.ring.submitter().unregister_buf_ring(setup::BUF_GROUP) {
+                    tracing::debug!("unregistering the buffer ring: {err}");
+                }
+            }
+            let (mem, len) = self.pool.memory();
+            audit::reclaim_range(mem, len);
+            // SAFETY: `pool` is dropped exactly once, here, and never used afterwards; no
+            // request that could write into it is in flight (checked above), and the ring
+            // no longer refers to it.
+            unsafe { ManuallyDrop::drop(&mut self.pool) };
+        }
+        self.enter.unregister();
     }
 }

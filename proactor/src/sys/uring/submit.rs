@@ -1,0 +1,240 @@
+//! Getting requests to the kernel: the submission queue, the user-space backlog behind it,
+//! and the one `io_uring_enter` per loop turn that submits and waits.
+//!
+//! An op goes straight into the SQ when there is room and nothing is queued before it;
+//! otherwise it waits, in push order, in the backlog (a `VecDeque` of ids, with cancel
+//! requests in the same queue so they never overtake the op they cancel). The backlog is
+//! moved into the SQ whenever there is room: on push, and around every enter. `poll`
+//! submits backlogged requests in SQ-sized batches before it waits, so an op stuck behind
+//! a full SQ can never be what the wait is waiting for.
+
+use std::io;
+use std::ptr;
+use std::time::Duration;
+
+use io_uring::opcode;
+use io_uring::squeue::Entry;
+use io_uring::types::{SubmitArgs, Timespec};
+use io_uring::EnterFlags;
+
+use super::prep::{self, Ctx, Prepared};
+use super::slots::Stage;
+use super::{multishot, Driver, WAIT_USER_DATA};
+use crate::table::{OpId, OpTable};
+
+/// An entry of the backlog.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Queued {
+    /// Start (or re-arm) this op.
+    Op(OpId),
+    /// Cancel this op (an `AsyncCancel` SQE).
+    Cancel(OpId),
+}
+
+/// `IORING_ENTER_GETEVENTS`: without it, a `DEFER_TASKRUN` ring posts no completions.
+const GETEVENTS: u32 = EnterFlags::GETEVENTS.bits();
+const EXT_ARG: u32 = EnterFlags::EXT_ARG.bits();
+
+impl Driver {
+    /// Starts op `id` (new or re-armed): into the SQ if it fits behind the backlog, else at
+    /// the back of the backlog.
+    pub(super) fn start(&mut self, table: &mut OpTable, id: OpId) {
+        if !self.backlog.is_empty() {
+            self.fill_sq(table);
+        }
+        if self.backlog.is_empty() && self.issue(table, id) {
+            return;
+        }
+        self.slots.get(id).stage = Stage::Backlog;
+        self.backlog.push_back(Queued::Op(id));
+    }
+
+    /// Prepares op `id` and puts its SQE in the SQ. `false` (nothing changed) when the SQ is
+    /// full.
+    fn issue(&mut self, table: &mut OpTable, id: OpId) -> bool {
+        if self.ring.submission().is_full() {
+            return false;
+        }
+        let Some(entry) = table.get_mut(id) else {
+            return true;
+        };
+        let slot = self.slots.get(id);
+        let cx = Ctx {
+            caps: &self.caps,
+            pool: &self.pool,
+        };
+        match prep::prepare(&mut entry.op, slot, &cx) {
+            Prepared::Sqe(sqe) => {
+                slot.stage = Stage::Kernel;
+                self.in_kernel += 1;
+                let pushed = self.push_sqe(&sqe.user_data(id.user_data()));
+                debug_assert!(pushed, "the SQ had room a moment ago");
+            }
+            Prepared::Done(result) => {
+                slot.stage = Stage::Done;
+                self.ready.push_back(multishot::last(id, result));
+            }
+        }
+        true
+    }
+
+    /// Puts `sqe` in the SQ; `false` when it is full.
+    pub(super) fn push_sqe(&mut self, sqe: &Entry) -> bool {
+        let mut sq = self.ring.submission();
+        // SAFETY: every pointer in our SQEs points into memory owned by an op in the table
+        // (or by the driver, for internal entries), which stays valid and in place until
+        // the op's final CQE is reaped (see `prep`).
+        unsafe { sq.push(sqe) }.is_ok()
+    }
+
+    /// Moves backlogged requests into the SQ while it has room.
+    pub(super) fn fill_sq(&mut self, table: &mut OpTable) {
+        while let Some(&next) = self.backlog.front() {
+            let done = match next {
+                Queued::Op(id)
+                    if table.get(id).is_some() && self.slots.stage(id) == Stage::Backlog =>
+                {
+                    self.issue(table, id)
+                }
+                Queued::Cancel(id)
+                    if table.get(id).is_some() && self.slots.stage(id) == Stage::Kernel =>
+                {
+                    self.push_sqe(&cancel_sqe(id))
+                }
+                // Cancelled while queued, finished meanwhile, or gone.
+                Queued::Op(_) | Queued::Cancel(_) => true,
+            };
+            if !done {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+    }
+
+    /// `io_uring_enter`: submits everything in the SQ and waits for `min_complete` CQEs,
+    /// through the registered ring fd when there is one.
+    pub(super) fn enter(
+        &mut self,
+        min_complete: u32,
+        flags: u32,
+        args: Option<&SubmitArgs<'_, '_>>,
+    ) -> io::Result<usize> {
+        let to_submit = self.ring.submission().len() as u32;
+        let (arg, size) = match args {
+            Some(args) => (
+                (args as *const SubmitArgs<'_, '_>).cast::<libc::c_void>(),
+                std::mem::size_of::<SubmitArgs<'_, '_>>(),
+            ),
+            None => (ptr::null(), 0),
+        };
+        // SAFETY: `enter.fd` names this ring (fd or index registered by this thread); `arg`
+        // is null or a live `io_uring_getevents_arg` (`SubmitArgs` is a transparent wrapper)
+        // whose timespec outlives the call; the SQEs submitted point to memory that stays
+        // valid until their CQEs (see `push_sqe`).
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                self.enter.fd,
+                to_submit,
+                min_complete,
+                flags | self.enter.flags,
+                arg,
+                size,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ret as usize)
+    }
+
+    /// The backend's `poll`: one enter that submits and waits, in steady state.
+    pub(super) fn poll_ring(
+        &mut self,
+        table: &mut OpTable,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        // Submit the backlog in SQ-sized batches first; if the CQ fills up meanwhile, return
+        // without waiting so the caller reaps before more is submitted.
+        loop {
+            self.fill_sq(table);
+            if self.backlog.is_empty() {
+                break;
+            }
+            if let Err(err) = self.enter(0, GETEVENTS, None) {
+                return self.wait_error(err);
+            }
+            if self.cq_len() >= self.features.cq_entries as usize / 2 {
+                return Ok(());
+            }
+        }
+        let now = timeout == Some(Duration::ZERO) || !self.ready.is_empty() || self.cq_len() > 0;
+        let result = if now {
+            self.enter(0, GETEVENTS, None)
+        } else if self.caps.ext_arg {
+            let ts = timeout.map(Timespec::from);
+            let args = SubmitArgs::new();
+            match &ts {
+                Some(ts) => self.enter(1, GETEVENTS | EXT_ARG, Some(&args.timespec(ts))),
+                None => self.enter(1, GETEVENTS | EXT_ARG, Some(&args)),
+            }
+        } else {
+            self.wait_with_timeout_sqe(timeout)
+        };
+        let result = match result {
+            Ok(_) => Ok(()),
+            Err(err) => self.wait_error(err),
+        };
+        self.fill_sq(table);
+        result
+    }
+
+    /// Waiting on kernels without `EXT_ARG` (before 5.11): a timeout SQE with internal
+    /// `user_data` that also fires on the first other completion (`count` 1), so timeouts
+    /// never pile up in the kernel.
+    fn wait_with_timeout_sqe(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        let Some(timeout) = timeout else {
+            return self.enter(1, GETEVENTS, None);
+        };
+        *self.wait_ts = Timespec::from(timeout);
+        let sqe = opcode::Timeout::new(&*self.wait_ts as *const Timespec)
+            .count(1)
+            .build()
+            .user_data(WAIT_USER_DATA);
+        if !self.push_sqe(&sqe) {
+            self.enter(0, GETEVENTS, None)?;
+            if !self.push_sqe(&sqe) {
+                // Still full (a kernel without SUBMIT_ALL kept some): don't block.
+                return Ok(0);
+            }
+        }
+        self.enter(1, GETEVENTS, None)
+    }
+
+    /// Sorts a failed wait: timeouts, signals and transient kernel backpressure are normal
+    /// returns (the caller reaps and polls again); anything else is an error.
+    fn wait_error(&self, err: io::Error) -> io::Result<()> {
+        match err.raw_os_error() {
+            Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => Ok(()),
+            Some(libc::EBADR) => {
+                tracing::error!(
+                    "the kernel dropped completions (CQ overflow without memory to keep them)"
+                );
+                Ok(())
+            }
+            _ => Err(err),
+        }
+    }
+
+    /// CQEs waiting in the CQ ring.
+    pub(super) fn cq_len(&mut self) -> usize {
+        self.ring.completion().len()
+    }
+}
+
+/// An `AsyncCancel` of op `id`, with internal `user_data` (its own CQE is ignored).
+pub(super) fn cancel_sqe(id: OpId) -> Entry {
+    opcode::AsyncCancel::new(id.user_data())
+        .build()
+        .user_data(super::CANCEL_USER_DATA)
+}
