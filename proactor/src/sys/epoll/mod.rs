@@ -254,14 +254,17 @@ impl Driver {
     /// Parks op `id` at the back of `fd`'s `side` queue, registering the fd on its first
     /// wait. An fd epoll cannot watch fails the op with the registration's error.
     fn park(&mut self, table: &mut OpTable, id: OpId, fd: RawFd, side: Side) {
-        if let Err(err) = self.registry.register(fd) {
-            tracing::warn!(
-                fd,
-                "cannot wait for fd readiness (epoll_ctl: {err}); failing the op"
-            );
-            let errno = err.raw_os_error().unwrap_or(libc::EIO);
-            self.finish(table, id, -errno);
-            return;
+        let registered = self.registry.get(fd).is_some_and(|s| s.registered);
+        if !registered {
+            if let Err(err) = self.registry.register(fd) {
+                tracing::warn!(
+                    fd,
+                    "cannot wait for fd readiness (epoll_ctl: {err}); failing the op"
+                );
+                let errno = err.raw_os_error().unwrap_or(libc::EIO);
+                self.finish(table, id, -errno);
+                return;
+            }
         }
         self.registry.state(fd).queue(side).push_back(id);
         if let Some(slot) = self.slot(id) {
