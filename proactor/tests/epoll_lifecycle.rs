@@ -212,3 +212,42 @@ fn connect_and_multishot_recv_on_numbers_reused_behind_the_backends_back() {
         drop(socket); // closed behind the proactor's back: the misuse under test
     }
 }
+
+#[test]
+fn a_signal_arrives_through_a_signalfd_read() {
+    if !in_child_process("a_signal_arrives_through_a_signalfd_read") {
+        return;
+    }
+    // SAFETY: `set` is initialised by sigemptyset before use; blocking SIGUSR2 on this
+    // thread only affects this child process.
+    let sfd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()),
+            0
+        );
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC)
+    };
+    assert!(sfd >= 0);
+    let mut p = proactor();
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    let id = p.push(op::Read::new(sfd, Vec::with_capacity(size)), 1);
+    assert_idle(&mut p);
+    // SAFETY: sends SIGUSR2 to this very thread, where it is blocked (so it stays pending
+    // for the signalfd).
+    let sent = unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGUSR2) };
+    assert_eq!(sent, 0);
+    let c = next(&mut p);
+    assert_eq!((c.id, c.result.unwrap() as usize), (id, size));
+    let Some(op::Op::Read(read)) = c.op else {
+        panic!("the read comes back")
+    };
+    // SAFETY: the kernel wrote one whole `signalfd_siginfo`; read_unaligned copes with the
+    // Vec's byte alignment.
+    let info: libc::signalfd_siginfo =
+        unsafe { std::ptr::read_unaligned(read.buf.as_ptr().cast()) };
+    assert_eq!(info.ssi_signo, libc::SIGUSR2 as u32);
+    p.close_fd(sfd).unwrap();
+}
