@@ -527,23 +527,20 @@ impl Backend for Driver {
                 }
                 Err(errno) => self.finish(table, id, errno),
             },
-            _ => match (perform::side(op), op.fd()) {
-                (Some(side), Some(fd)) if fd >= 0 => {
-                    let nonblock = perform::needs_nonblocking_fd(op);
-                    let begins_life =
-                        matches!(op, Op::Connect(_) | Op::RecvMulti(_) | Op::AcceptMulti(_));
-                    if begins_life && self.registry.registration_is_stale(fd) {
+            _ => match perform::fd_wait(op) {
+                Some(wait) => {
+                    if wait.begins_life && self.registry.registration_is_stale(wait.fd) {
                         tracing::debug!(
-                            fd,
+                            fd = wait.fd,
                             "fd was closed behind the backend's back; re-registering"
                         );
-                        self.drop_fd_state(fd, false);
+                        self.drop_fd_state(wait.fd, false);
                     }
-                    self.start(table, id, fd, side, nonblock);
+                    self.start(table, id, wait.fd, wait.side, wait.nonblock);
                 }
                 // Synchronous ops (nop, close, shutdown) and ops on invalid fds: the
                 // syscall's own answer is the result.
-                _ => {
+                None => {
                     let result = match self.attempt(table, id) {
                         Some(Progress::Done(result) | Progress::Drained(result)) => result,
                         Some(Progress::Again | Progress::Yield) | None => -libc::EAGAIN,

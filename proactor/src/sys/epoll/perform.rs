@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::mem;
+use std::os::fd::RawFd;
 
 use super::child;
 use super::registry::Side;
@@ -55,38 +56,44 @@ pub(super) struct Sink<'a> {
     pub(super) ready: &'a mut VecDeque<RawCompletion>,
 }
 
-/// The queue an op waits in while its fd is not ready; `None` for ops that never wait on
-/// an fd's readiness (they complete at push, or are timers or polls).
-pub(super) fn side(op: &Op) -> Option<Side> {
-    match op {
-        Op::Read(_)
-        | Op::Readv(_)
-        | Op::Recv(_)
-        | Op::RecvMulti(_)
-        | Op::RecvMsg(_)
-        | Op::Accept(_)
-        | Op::AcceptMulti(_)
-        | Op::WaitId(_) => Some(Side::Read),
-        Op::Write(_) | Op::Writev(_) | Op::Send(_) | Op::SendMsg(_) | Op::Connect(_) => {
-            Some(Side::Write)
-        }
-        _ => None,
-    }
+/// How an op that works on an fd waits for it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FdWait {
+    /// The fd (never negative: ops on negative fds just fail at once).
+    pub(super) fd: RawFd,
+    /// The queue the op waits in while the fd is not ready.
+    pub(super) side: Side,
+    /// The syscall has no per-call non-blocking flag, so the fd must be `O_NONBLOCK`.
+    pub(super) nonblock: bool,
+    /// The op usually starts an fd's life (connect, multishot receive and accept), where a
+    /// registration the backend believes in is worth checking once.
+    pub(super) begins_life: bool,
 }
 
-/// Whether the op's syscall has no per-call non-blocking flag, so its fd must be
-/// `O_NONBLOCK`.
-pub(super) fn needs_nonblocking_fd(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Read(_)
-            | Op::Write(_)
-            | Op::Readv(_)
-            | Op::Writev(_)
-            | Op::Accept(_)
-            | Op::AcceptMulti(_)
-            | Op::Connect(_)
-    )
+/// How `op` waits for its fd; `None` for ops that never wait on an fd's readiness (they
+/// complete at push, or are timers, polls or child exits) and for ops on negative fds.
+pub(super) fn fd_wait(op: &Op) -> Option<FdWait> {
+    let (fd, side, nonblock, begins_life) = match op {
+        Op::Read(op) => (op.fd, Side::Read, true, false),
+        Op::Readv(op) => (op.fd, Side::Read, true, false),
+        Op::Recv(op) => (op.fd, Side::Read, false, false),
+        Op::RecvMsg(op) => (op.fd, Side::Read, false, false),
+        Op::RecvMulti(op) => (op.fd, Side::Read, false, true),
+        Op::Accept(op) => (op.fd, Side::Read, true, false),
+        Op::AcceptMulti(op) => (op.fd, Side::Read, true, true),
+        Op::Write(op) => (op.fd, Side::Write, true, false),
+        Op::Writev(op) => (op.fd, Side::Write, true, false),
+        Op::Send(op) => (op.fd, Side::Write, false, false),
+        Op::SendMsg(op) => (op.fd, Side::Write, false, false),
+        Op::Connect(op) => (op.fd, Side::Write, true, true),
+        _ => return None,
+    };
+    (fd >= 0).then_some(FdWait {
+        fd,
+        side,
+        nonblock,
+        begins_life,
+    })
 }
 
 /// Attempts `op` once. `begun` is per-op scratch that survives between attempts (a connect
