@@ -401,7 +401,7 @@ fn ops_poll_multishot_reports_each_edge_until_cancelled() {
 }
 
 #[test]
-#[allow(clippy::zombie_processes)] // The WaitId op under test reaps the child.
+#[allow(clippy::zombie_processes)] // The WaitId op reaps the child.
 fn ops_waitid_reaps_exit_status() {
     let mut p = proactor();
     let child = std::process::Command::new("sh")
@@ -422,7 +422,7 @@ fn ops_waitid_reaps_exit_status() {
 }
 
 #[test]
-#[allow(clippy::zombie_processes)] // The WaitId op under test reaps the child.
+#[allow(clippy::zombie_processes)] // The WaitId op reaps the child.
 fn ops_waitid_reports_killing_signal() {
     let mut p = proactor();
     let mut child = std::process::Command::new("sleep")
