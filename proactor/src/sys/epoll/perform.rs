@@ -1,11 +1,13 @@
 //! One non-blocking attempt at each op's syscall.
 //!
-//! Every function here makes the op's syscall once (multishot ops: until `EAGAIN`) and says
-//! whether the op is [`Progress::Done`], with exactly the result the kernel returned
-//! (`-errno` or the value, as io_uring would report it), or must wait for readiness
-//! ([`Progress::Again`]). Sockets get `MSG_DONTWAIT`; other fds were made non-blocking when
-//! first seen (see [`Registry::ensure_nonblocking`](super::registry::Registry)), so no call
-//! here can sleep. `EINTR` is retried.
+//! Every function here makes the op's syscall once (multishot ops: until `EAGAIN` or their
+//! per-turn budget) and says whether the op is [`Progress::Done`], with exactly the result
+//! the kernel returned (`-errno` or the value, as io_uring would report it), or must wait for
+//! readiness ([`Progress::Again`]); [`Progress::Drained`] and [`Progress::Yield`] refine
+//! those two for the driver's readiness bookkeeping. Sockets get `MSG_DONTWAIT`; other fds
+//! were made non-blocking when first seen (see
+//! [`Registry::ensure_nonblocking`](super::registry::Registry)), so no call here can sleep.
+//! `EINTR` is retried.
 //!
 //! Buffers are the op's own (reads fill spare capacity, writes send `buf[start..]`);
 //! pointers are taken from the op for the duration of one syscall only.
