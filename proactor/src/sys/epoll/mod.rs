@@ -847,4 +847,46 @@ mod tests {
             "read at push"
         );
     }
+
+    #[test]
+    fn a_short_sendmsg_on_a_stream_waits_for_writability() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let (a, b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        // Register the fd, then send more than the socket buffer holds: a short count.
+        let probe = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 0);
+        d.push(&mut table, probe);
+        d.cancel(&mut table, probe);
+        let big = table.insert(
+            op::SendMsg::new(fd, vec![vec![1; 4 << 20], vec![2; 16]], None).into(),
+            1,
+        );
+        d.push(&mut table, big);
+        let done = drain(&mut d, &mut table);
+        let sent = done.iter().find(|c| c.0 == big).map(|c| c.1).unwrap();
+        assert!(sent > 0 && sent < (4 << 20) + 16, "short: {sent}");
+        assert!(d
+            .registry
+            .get(fd)
+            .is_some_and(|s| s.stream && s.write_blocked));
+        // The next send parks untried, and runs once the peer drains the buffer.
+        let next = table.insert(op::Send::new(fd, b"tail".to_vec()).into(), 2);
+        d.push(&mut table, next);
+        assert!(drain(&mut d, &mut table).is_empty());
+        let reader = std::thread::spawn(move || {
+            let mut b = b;
+            let mut sink = vec![0; 1 << 16];
+            let mut total = 0;
+            while total < sent as usize + 4 {
+                total += std::io::Read::read(&mut b, &mut sink).unwrap();
+            }
+        });
+        let mut done = Vec::new();
+        while done.is_empty() {
+            d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+            done = drain(&mut d, &mut table);
+        }
+        assert_eq!(done, [(next, 4, false)]);
+        reader.join().unwrap();
+    }
 }

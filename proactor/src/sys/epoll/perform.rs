@@ -257,17 +257,26 @@ fn send(op: &mut op::Send) -> Progress {
 fn recvmsg(op: &mut op::RecvMsg) -> Progress {
     let (fd, flags) = (op.fd, op.flags | libc::MSG_DONTWAIT);
     let hdr = op.prepare();
+    let asked = op.buf.capacity() - op.buf.len();
     // SAFETY: `prepare` pointed the boxed header at the op's boxed iovec (the buffer's
     // spare capacity) and address storage; none of it moves or is touched during the call.
-    progress(retry(|| unsafe { libc::recvmsg(fd, hdr, flags) }))
+    let result = retry(|| unsafe { raw::recvmsg(fd, hdr, flags) });
+    // As for `recv`: only a plain receive's short count says the buffer is empty (and only
+    // on a byte stream, which the driver checks).
+    if op.flags == 0 {
+        transfer(result, asked)
+    } else {
+        progress(result)
+    }
 }
 
 fn sendmsg(op: &mut op::SendMsg) -> Progress {
     let (fd, flags) = (op.fd, op.flags | libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
     let hdr = op.prepare();
+    let asked = op.scratch.iovecs.iter().map(|v| v.iov_len).sum();
     // SAFETY: `prepare` pointed the boxed header at the op's iovecs (its buffers' unsent
     // bytes) and destination; all of it stays put and unmodified during the call.
-    progress(retry(|| unsafe { libc::sendmsg(fd, hdr, flags) }))
+    transfer(retry(|| unsafe { raw::sendmsg(fd, hdr, flags) }), asked)
 }
 
 fn accept(op: &mut op::Accept) -> Progress {
@@ -411,7 +420,7 @@ fn accept_multi(op: &mut op::AcceptMulti, sink: Sink<'_>) -> Progress {
 }
 
 /// The hot-path syscalls straight through `syscall(2)`. glibc's `read`/`write`/`recv`/`send`
-/// wrappers are thread-cancellation points, which costs about a hundred instructions per
+/// (and `*msg`) wrappers are thread-cancellation points, which costs about a hundred instructions per
 /// call (measured with callgrind) for a feature Rust programs never use (`pthread_cancel`).
 /// Same arguments, same return value and `errno` as the wrappers.
 mod raw {
@@ -456,6 +465,26 @@ mod raw {
                 null_mut::<libc::socklen_t>(),
             ) as isize
         }
+    }
+
+    /// `recvmsg(2)`.
+    ///
+    /// # Safety
+    /// As `libc::recvmsg`: `msg` and everything it points to are valid for the call.
+    #[inline]
+    pub(super) unsafe fn recvmsg(fd: i32, msg: *mut libc::msghdr, flags: i32) -> isize {
+        // SAFETY: as in `read`.
+        unsafe { libc::syscall(libc::SYS_recvmsg, fd, msg, flags) as isize }
+    }
+
+    /// `sendmsg(2)`.
+    ///
+    /// # Safety
+    /// As `libc::sendmsg`: `msg` and everything it points to are valid for the call.
+    #[inline]
+    pub(super) unsafe fn sendmsg(fd: i32, msg: *const libc::msghdr, flags: i32) -> isize {
+        // SAFETY: as in `read`.
+        unsafe { libc::syscall(libc::SYS_sendmsg, fd, msg, flags) as isize }
     }
 
     /// `send(2)`, which the kernel implements as `sendto` without an address.
