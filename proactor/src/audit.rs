@@ -5,15 +5,14 @@
 //! every heap allocation an op lends to the kernel when the op is pushed ([`Op`] buffers'
 //! whole capacity, boxed scratch headers, addresses, timespecs, `siginfo`s and `iovec`
 //! arrays; the backend adds its own fallback receive buffers and the provided-buffer pool),
-//! and forgets them at the op's final completion. [`AuditAllocator`], installed as a test
+//! and forgets them at the op's final completion. `AuditAllocator`, installed as a test
 //! binary's `#[global_allocator]`, aborts the process with a message naming the range if
 //! any recorded allocation is freed or reallocated in between: with the allocation gone,
 //! the kernel would write into memory someone else may own.
 //!
-//! The registry is a fixed-size open-addressing table behind a spin lock, so checking a
-//! free never allocates (the allocator calls it). When more than
-//! [`CAPACITY`](registry::CAPACITY) × ¾ ranges are lent at once, further ranges go
-//! unrecorded and are counted instead ([`unrecorded`]).
+//! The registry is a fixed-size open-addressing table (65,536 slots) behind a spin lock, so
+//! checking a free never allocates (the allocator calls it). When more than ¾ of the slots
+//! are in use, further ranges go unrecorded and are counted instead ([`unrecorded`]).
 
 use crate::op::Op;
 
@@ -35,7 +34,7 @@ pub(crate) fn reclaim(op: &Op) {
 
 /// Records that the allocation starting at `base` (`len` bytes) is lent to the kernel: with
 /// the `buffer-audit` feature, freeing it before [`reclaim_range`] aborts the process (under
-/// [`AuditAllocator`]). A no-op without the feature.
+/// `AuditAllocator`). A no-op without the feature.
 ///
 /// The proactor calls this for everything it lends; it is public so that tests can check
 /// the audit itself.
@@ -76,14 +75,14 @@ pub fn unrecorded() -> usize {
 pub use registry::AuditAllocator;
 
 #[cfg(feature = "buffer-audit")]
-pub mod registry {
+mod registry {
     //! The table of lent allocations and the allocator that checks it.
 
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     /// Slots in the table (a power of two).
-    pub const CAPACITY: usize = 1 << 16;
+    const CAPACITY: usize = 1 << 16;
     const MASK: usize = CAPACITY - 1;
     /// Above this many live entries new ranges are counted, not recorded, so probes stay
     /// short and always find an empty slot.

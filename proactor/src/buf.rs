@@ -76,20 +76,18 @@ impl PoolInner {
             Recycler::Ring(ring) => {
                 let tail = ring.tail.get();
                 let mask = ring.entries - 1;
-                // SAFETY: `base` points to `entries` initialised entries owned by this pool;
-                // `tail & mask` is in range. The kernel only reads entries between its head
-                // and the published tail, and this slot is past the published tail, so no
-                // one reads it while we write.
+                // The kernel reads only entries between its head and the published tail; this
+                // slot is past the published tail, so no one reads it while we write.
+                // SAFETY: `base` points to `entries` entries owned by the pool; in range.
                 let entry = unsafe { &mut *ring.base.add(usize::from(tail & mask)) };
                 entry.set_addr(self.buf_ptr(id) as u64);
                 entry.set_len(self.size as u32);
                 entry.set_bid(id);
                 let new_tail = tail.wrapping_add(1);
                 ring.tail.set(new_tail);
-                // SAFETY: the ring's tail field lives inside the first entry's reserved
-                // bytes (`BufRingEntry::tail`); it is 2-byte aligned and shared with the
-                // kernel, which reads it atomically. The release store publishes the entry
-                // written above before the kernel can see the new tail.
+                // The release store publishes the entry written above before the kernel can
+                // see the new tail, which it reads atomically.
+                // SAFETY: the tail lives in the first entry's reserved bytes, 2-byte aligned.
                 unsafe {
                     let tail_ptr =
                         io_uring::types::BufRingEntry::tail(ring.base) as *const AtomicU16;

@@ -7,6 +7,10 @@ use crate::BackendKind;
 /// The features a proactor found and is using; for logs and the benchmark report.
 ///
 /// On the epoll backend every io_uring field is `false` and the sizes are 0.
+///
+/// For testing the paths older kernels take, `RINGLOOP_URING_DISABLE` (a comma list of the
+/// names [`Features::names`] uses, or `all`) turns io_uring features off at startup as if the
+/// kernel lacked them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Features {

@@ -46,11 +46,11 @@ impl Waker {
         let prev = self.state.fetch_or(NOTIFIED, Ordering::SeqCst);
         if prev == SLEEPING {
             let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live local to an eventfd we own. An error
-            // (EAGAIN at a saturated counter) still leaves the counter non-zero, so the
-            // wake-up is not lost and the error can be ignored.
-            let _ =
-                unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            // An error (EAGAIN at a saturated counter) still leaves the counter non-zero, so
+            // the wake-up is not lost and the error can be ignored.
+            let fd = self.eventfd.as_raw_fd();
+            // SAFETY: writes 8 bytes from a live local to an eventfd we own.
+            let _ = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
         }
     }
 

@@ -112,6 +112,10 @@ fn ops_readv_writev_scatter_and_gather() {
 
 #[test]
 fn ops_read_on_closed_fd_is_ebadf_and_returns_the_buffer() {
+    // In a child: another test thread could reuse the closed fd's number.
+    if !isolate("ops_read_on_closed_fd_is_ebadf_and_returns_the_buffer", &[]) {
+        return;
+    }
     let mut p = proactor();
     let (r, _w) = pipe();
     let raw = r.into_raw_fd();
@@ -347,6 +351,10 @@ fn ops_shutdown_on_a_pipe_is_enotsock() {
 
 #[test]
 fn ops_close_releases_fd_and_bad_fd_is_ebadf() {
+    // In a child: another test thread could reuse the closed fd's number.
+    if !isolate("ops_close_releases_fd_and_bad_fd_is_ebadf", &[]) {
+        return;
+    }
     let mut p = proactor();
     let (r, _w) = pipe();
     let raw = r.into_raw_fd();
@@ -401,6 +409,7 @@ fn ops_poll_multishot_reports_each_edge_until_cancelled() {
 }
 
 #[test]
+#[allow(clippy::zombie_processes)] // The WaitId op reaps the child.
 fn ops_waitid_reaps_exit_status() {
     let mut p = proactor();
     let child = std::process::Command::new("sh")
@@ -415,12 +424,17 @@ fn ops_waitid_reaps_exit_status() {
     assert_eq!(wait.exit(), Some(ChildExit::Exited(7)));
     // Reaped: the pid is gone.
     assert_eq!(
-        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child.id() as i32), None).unwrap_err(),
+        nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG)
+        )
+        .unwrap_err(),
         nix::errno::Errno::ECHILD
     );
 }
 
 #[test]
+#[allow(clippy::zombie_processes)] // The WaitId op reaps the child.
 fn ops_waitid_reports_killing_signal() {
     let mut p = proactor();
     let mut child = std::process::Command::new("sleep")
@@ -578,34 +592,38 @@ fn ops_features_name_what_io_uring_uses() {
             .filter(|s| !s.is_empty())
             .count()
     );
-    if std::env::var("RINGLOOP_URING_DISABLE").is_err() {
-        // The kernel CI runs on has every feature.
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-        let mut parts = release
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|s| s.parse::<u32>().ok());
-        let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        if version >= (6, 7) {
-            for name in [
-                "single_issuer",
-                "defer_taskrun",
-                "submit_all",
-                "registered_ring_fd",
-                "ext_arg",
-                "nodrop",
-                "multishot_accept",
-                "multishot_recv",
-                "multishot_poll",
-                "buf_ring",
-                "waitid",
-                "shutdown",
-            ] {
-                assert!(
-                    names.contains(&name),
-                    "{name} missing on {release}: {names:?}"
-                );
-            }
-        }
+    require!(
+        std::env::var("RINGLOOP_URING_DISABLE").is_err(),
+        "io_uring features turned off by RINGLOOP_URING_DISABLE"
+    );
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<u32>().ok());
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    require!(
+        version >= (6, 7),
+        "kernel older than 6.7 lacks some io_uring features"
+    );
+    // The kernel CI runs on has every feature.
+    for name in [
+        "single_issuer",
+        "defer_taskrun",
+        "submit_all",
+        "registered_ring_fd",
+        "ext_arg",
+        "nodrop",
+        "multishot_accept",
+        "multishot_recv",
+        "multishot_poll",
+        "buf_ring",
+        "waitid",
+        "shutdown",
+    ] {
+        assert!(
+            names.contains(&name),
+            "{name} missing on {release}: {names:?}"
+        );
     }
 }
 
@@ -616,4 +634,125 @@ fn ops_builder_sizes_the_rings() {
         assert_eq!(p.features().sq_entries, 4);
         assert_eq!(p.features().cq_entries, 8);
     }
+}
+
+#[test]
+fn ops_error_paths_report_errno_and_return_buffers() {
+    let mut p = proactor();
+    let (r, w) = pipe();
+    // Wrong ends of a pipe, a socket op on a pipe, and an fd that is never valid.
+    let done = run(
+        &mut p,
+        Readv::new(w.as_raw_fd(), vec![Vec::with_capacity(8)]),
+    );
+    assert_eq!(errno(&done), Some(libc::EBADF));
+    let Some(Op::Readv(readv)) = done.op else {
+        panic!()
+    };
+    assert_eq!(readv.bufs[0].capacity(), 8);
+    let done = run(&mut p, Writev::new(r.as_raw_fd(), vec![b"x".to_vec()]));
+    assert_eq!(errno(&done), Some(libc::EBADF));
+    let done = run(&mut p, Recv::new(r.as_raw_fd(), Vec::with_capacity(8)));
+    assert_eq!(errno(&done), Some(libc::ENOTSOCK));
+    let done = run(&mut p, RecvMsg::new(r.as_raw_fd(), Vec::with_capacity(8)));
+    assert_eq!(errno(&done), Some(libc::ENOTSOCK));
+    let Some(Op::RecvMsg(msg)) = done.op else {
+        panic!()
+    };
+    assert_eq!(msg.buf.capacity(), 8);
+    let done = run(&mut p, Send::new(-1, b"x".to_vec()));
+    assert_eq!(errno(&done), Some(libc::EBADF));
+    let done = run(&mut p, PollAdd::new(-1, libc::POLLIN as u32));
+    assert_eq!(errno(&done), Some(libc::EBADF));
+    let done = run(&mut p, Write::new(-1, b"x".to_vec()));
+    assert_eq!(errno(&done), Some(libc::EBADF));
+    let done = run(
+        &mut p,
+        Connect::new(r.as_raw_fd(), SockAddr::from(refused_addr())),
+    );
+    assert_eq!(errno(&done), Some(libc::ENOTSOCK));
+    // Multishot ops end with their error as the final completion.
+    let (events, done) = {
+        let id = p.push(RecvMulti::new(r.as_raw_fd()), 0);
+        finish(&mut p, id)
+    };
+    assert!(events.is_empty());
+    assert_eq!(errno(&done), Some(libc::ENOTSOCK));
+    let sock = tcp_socket();
+    let (events, done) = {
+        let id = p.push(AcceptMulti::new(sock.as_raw_fd()), 0);
+        finish(&mut p, id)
+    };
+    assert!(events.is_empty());
+    assert_eq!(errno(&done), Some(libc::EINVAL));
+    assert_eq!(p.in_flight(), 0);
+}
+
+/// Compile-time check that `T` is not `Send` (ambiguous impls if it is).
+trait AmbiguousIfSend<A> {
+    fn check() {}
+}
+impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+impl<T: ?Sized + std::marker::Send> AmbiguousIfSend<u8> for T {}
+
+#[test]
+fn ops_proactor_stays_on_its_thread_and_the_waker_travels() {
+    fn send_sync<T: std::marker::Send + Sync>() {}
+    send_sync::<ringloop_proactor::Waker>();
+    send_sync::<std::sync::Arc<ringloop_proactor::Waker>>();
+    // Fails to compile (type annotations needed) if `Proactor` were `Send`.
+    <Proactor as AmbiguousIfSend<_>>::check();
+}
+
+#[test]
+fn ops_accept_at_the_fd_limit_fails_with_emfile_and_keeps_the_connection() {
+    // In a child: it lowers RLIMIT_NOFILE for the whole process.
+    if !isolate(
+        "ops_accept_at_the_fd_limit_fails_with_emfile_and_keeps_the_connection",
+        &[],
+    ) {
+        return;
+    }
+    let mut p = proactor();
+    let listener = listener();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain rlimit calls on live structs.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut old), 0);
+        let highest = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+            .max()
+            .unwrap();
+        let low = libc::rlimit {
+            rlim_cur: highest + 1,
+            rlim_max: old.rlim_max,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0);
+    }
+    // Fill the holes below the limit.
+    let mut fillers = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        fillers.push(f);
+    }
+    let done = run(&mut p, Accept::new(fd(&listener)));
+    assert_eq!(errno(&done), Some(libc::EMFILE));
+    drop(fillers);
+    // SAFETY: as above.
+    unsafe { assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &old), 0) };
+    // The connection waited on the listener: the next accept gets it.
+    let done = run(&mut p, Accept::new(fd(&listener)));
+    let new_fd = done.result.unwrap() as i32;
+    let Some(Op::Accept(accept)) = done.op else {
+        panic!()
+    };
+    assert_eq!(
+        accept.peer().and_then(|a| a.as_socket()),
+        Some(client.local_addr().unwrap())
+    );
+    p.close_fd(new_fd).unwrap();
 }

@@ -35,8 +35,9 @@ pub(crate) fn skip(reason: &str) {
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("?");
     let line = format!("SKIPPED: {test}: {reason}");
-    println!("{line}");
-    eprintln!("{line}");
+    // Straight to stderr: the test harness captures `println!`/`eprintln!` of passing
+    // tests, and a skip must be visible.
+    let _ = writeln!(std::io::stderr(), "{line}");
     SKIPPED.fetch_add(1, Ordering::Relaxed);
     let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.log");
     if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -91,8 +92,8 @@ pub(crate) fn isolate(name: &str, env: &[(&str, &str)]) -> bool {
     let out = child(name, env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for line in stdout.lines().filter(|l| l.starts_with("SKIPPED:")) {
-        println!("{line}");
+    for line in stderr.lines().filter(|l| l.starts_with("SKIPPED:")) {
+        let _ = writeln!(std::io::stderr(), "{line}");
     }
     assert!(
         out.status.success(),

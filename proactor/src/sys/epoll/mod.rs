@@ -14,10 +14,16 @@
 //!   of the same side is parked queues behind it untried, so order per fd is kept.
 //! - **Run on readiness.** Each event runs the fd's parked ops in order until one says
 //!   `EAGAIN` (edge-triggered: the next edge comes after that).
+//! - **No syscall known to fail.** Once a side of an fd said `EAGAIN`, or a read or write on
+//!   a byte stream moved less than asked (its buffer is now empty or full, as tokio also
+//!   infers), new ops of that side park untried until the next edge; the edge is certain
+//!   to come, because the state changed after the syscall that observed it. A request /
+//!   response exchange then costs one recv, one send and a share of one `epoll_wait`.
 //! - **Multishot.** `RecvMulti` reads until `EAGAIN` into pool buffers, or into buffers of
 //!   its own when the pool is dry; `AcceptMulti` accepts until `EAGAIN`; a multishot
 //!   `PollAdd` reports each readiness edge. All stay parked until end of stream, an error,
-//!   or a cancel.
+//!   or a cancel. A multishot op takes at most 32 chunks or connections per turn, then
+//!   yields to the other fds and resumes at the next poll.
 //! - **Timeouts** sit in a heap ([`timers`]); the wait ends no later than the next one and
 //!   never before it is due ([`wait`]). **Child exits** wait on a pidfd ([`child`]).
 //! - **Cancel** unparks the op and queues its `-ECANCELED` completion; an op that already
@@ -29,8 +35,17 @@
 //! # Caveats
 //! Fds must be closed through the proactor (`op::Close`, `Proactor::close_fd`): an fd closed
 //! behind the backend's back leaves a registration that its number's next owner inherits.
+//! The backend recovers where it can do so for free or nearly: fds it receives from the
+//! kernel (accepts, pidfds) drop any state their number had, and ops that begin an fd's life
+//! (connect, multishot receive, accept and poll) check a registration they believe in with
+//! one `epoll_ctl`. A plain read or recv on a reused number cannot be checked without a
+//! syscall per op, and may wait forever.
 //! Fds used with reads, writes, accepts and connects are switched to `O_NONBLOCK` when first
-//! seen (sockets' sends and receives use `MSG_DONTWAIT` instead and are left alone).
+//! seen (sockets' sends and receives use `MSG_DONTWAIT` instead and are left alone), because
+//! no syscall may sleep on the loop's thread. One consequence differs from io_uring: a
+//! `Write` to a pipe that was blocking can complete short (as on any non-blocking pipe),
+//! where io_uring would have waited in a worker thread until all of it was written. Callers
+//! resubmit the rest (`Write::start`), as they must for sockets anyway.
 
 mod child;
 mod perform;
@@ -93,6 +108,11 @@ pub(crate) struct Driver {
     events: Vec<libc::epoll_event>,
     /// Scratch for ops orphaned by `forget_fd`.
     orphans: Vec<OpId>,
+    /// Queues whose front op yielded its turn (`Progress::Yield`) and runs again at the
+    /// next poll, without waiting for an edge.
+    yielded: Vec<(RawFd, Side)>,
+    /// The list being run, kept to reuse its allocation.
+    yielded_now: Vec<(RawFd, Side)>,
 }
 
 impl Driver {
@@ -121,6 +141,8 @@ impl Driver {
             spare: Vec::new(),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; batch],
             orphans: Vec::new(),
+            yielded: Vec::new(),
+            yielded_now: Vec::new(),
         })
     }
 
@@ -220,7 +242,7 @@ impl Driver {
                 let fd = self.ready[at].result;
                 self.fresh_fd(fd);
             }
-            if let Progress::Done(fd) = progress {
+            if let Progress::Done(fd) | Progress::Drained(fd) = progress {
                 if fd >= 0 {
                     self.fresh_fd(fd);
                 }
@@ -232,14 +254,17 @@ impl Driver {
     /// Parks op `id` at the back of `fd`'s `side` queue, registering the fd on its first
     /// wait. An fd epoll cannot watch fails the op with the registration's error.
     fn park(&mut self, table: &mut OpTable, id: OpId, fd: RawFd, side: Side) {
-        if let Err(err) = self.registry.register(fd) {
-            tracing::warn!(
-                fd,
-                "cannot wait for fd readiness (epoll_ctl: {err}); failing the op"
-            );
-            let errno = err.raw_os_error().unwrap_or(libc::EIO);
-            self.finish(table, id, -errno);
-            return;
+        let registered = self.registry.get(fd).is_some_and(|s| s.registered);
+        if !registered {
+            if let Err(err) = self.registry.register(fd) {
+                tracing::warn!(
+                    fd,
+                    "cannot wait for fd readiness (epoll_ctl: {err}); failing the op"
+                );
+                let errno = err.raw_os_error().unwrap_or(libc::EIO);
+                self.finish(table, id, -errno);
+                return;
+            }
         }
         self.registry.state(fd).queue(side).push_back(id);
         if let Some(slot) = self.slot(id) {
@@ -249,12 +274,16 @@ impl Driver {
 
     /// Starts an op that waits on `fd`'s `side`: tried now unless an older op of that side
     /// is parked (then it queues behind untried), parked on `EAGAIN`.
+    ///
+    /// An fd whose side said `EAGAIN` with no edge since cannot have become ready without
+    /// an edge being queued, so the op parks untried and that edge runs it: one failing
+    /// syscall saved per op in request/response traffic.
     fn start(&mut self, table: &mut OpTable, id: OpId, fd: RawFd, side: Side, nonblock: bool) {
-        let busy = self
+        let wait = self
             .registry
             .get(fd)
-            .is_some_and(|state| !state.queue(side).is_empty());
-        if busy {
+            .is_some_and(|state| state.blocked(side) || !state.queue(side).is_empty());
+        if wait {
             self.park(table, id, fd, side);
             return;
         }
@@ -263,7 +292,22 @@ impl Driver {
         }
         match self.attempt(table, id) {
             Some(Progress::Done(result)) => self.finish(table, id, result),
-            Some(Progress::Again) => self.park(table, id, fd, side),
+            Some(Progress::Drained(result)) => {
+                if let Some(state) = self.registry.get(fd) {
+                    state.short_transfer(side);
+                }
+                self.finish(table, id, result);
+            }
+            Some(Progress::Again) => {
+                self.park(table, id, fd, side);
+                if let Some(state) = self.registry.get(fd).filter(|s| s.registered) {
+                    state.set_blocked(side, true);
+                }
+            }
+            Some(Progress::Yield) => {
+                self.park(table, id, fd, side);
+                self.yielded.push((fd, side));
+            }
             None => {}
         }
     }
@@ -315,11 +359,24 @@ impl Driver {
                 return;
             };
             match self.attempt(table, id) {
-                Some(Progress::Again) => return,
+                Some(Progress::Again) => {
+                    self.registry.state(fd).set_blocked(side, true);
+                    return;
+                }
+                Some(Progress::Yield) => {
+                    self.yielded.push((fd, side));
+                    return;
+                }
                 done => {
-                    self.registry.state(fd).queue(side).pop_front();
-                    if let Some(Progress::Done(result)) = done {
-                        self.finish(table, id, result);
+                    let state = self.registry.state(fd);
+                    state.queue(side).pop_front();
+                    match done {
+                        Some(Progress::Done(result)) => self.finish(table, id, result),
+                        Some(Progress::Drained(result)) => {
+                            state.short_transfer(side);
+                            self.finish(table, id, result);
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -366,6 +423,18 @@ impl Driver {
         const READ: u32 =
             (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         const WRITE: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        const READ_CLOSED: u32 =
+            (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLPRI) as u32;
+        const WRITE_CLOSED: u32 = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let Some(state) = self.registry.get(fd) else {
+            return;
+        };
+        // Readiness the edge announces; sticky conditions stop short transfers from being
+        // taken as "drained" (no further edge would come for what is left).
+        state.read_blocked &= revents & READ == 0;
+        state.write_blocked &= revents & WRITE == 0;
+        state.read_closed |= revents & READ_CLOSED != 0;
+        state.write_closed |= revents & WRITE_CLOSED != 0;
         if revents & READ != 0 {
             self.run_queue(table, fd, Side::Read);
         }
@@ -375,6 +444,20 @@ impl Driver {
         if self.registry.get(fd).is_some_and(|s| !s.polls.is_empty()) {
             self.run_polls(table, fd, revents);
         }
+    }
+
+    /// Gives the multishot ops that yielded their turn another one.
+    fn run_yielded(&mut self, table: &mut OpTable) {
+        if self.yielded.is_empty() {
+            return;
+        }
+        let mut now = std::mem::take(&mut self.yielded_now);
+        std::mem::swap(&mut now, &mut self.yielded);
+        for &(fd, side) in &now {
+            self.run_queue(table, fd, side);
+        }
+        now.clear();
+        self.yielded_now = now;
     }
 
     /// Completes every timer that is due.
@@ -430,6 +513,9 @@ impl Backend for Driver {
             }
             Op::PollAdd(poll) => {
                 let (fd, events, multi) = (poll.fd, poll.events, poll.multishot);
+                if multi && self.registry.registration_is_stale(fd) {
+                    self.drop_fd_state(fd, false);
+                }
                 self.start_poll(table, id, fd, events, multi);
             }
             Op::WaitId(wait) => match child::open(wait.pid) {
@@ -441,17 +527,23 @@ impl Backend for Driver {
                 }
                 Err(errno) => self.finish(table, id, errno),
             },
-            _ => match (perform::side(op), op.fd()) {
-                (Some(side), Some(fd)) if fd >= 0 => {
-                    let nonblock = perform::needs_nonblocking_fd(op);
-                    self.start(table, id, fd, side, nonblock);
+            _ => match perform::fd_wait(op) {
+                Some(wait) => {
+                    if wait.begins_life && self.registry.registration_is_stale(wait.fd) {
+                        tracing::debug!(
+                            fd = wait.fd,
+                            "fd was closed behind the backend's back; re-registering"
+                        );
+                        self.drop_fd_state(wait.fd, false);
+                    }
+                    self.start(table, id, wait.fd, wait.side, wait.nonblock);
                 }
                 // Synchronous ops (nop, close, shutdown) and ops on invalid fds: the
                 // syscall's own answer is the result.
-                _ => {
+                None => {
                     let result = match self.attempt(table, id) {
-                        Some(Progress::Done(result)) => result,
-                        Some(Progress::Again) | None => -libc::EAGAIN,
+                        Some(Progress::Done(result) | Progress::Drained(result)) => result,
+                        Some(Progress::Again | Progress::Yield) | None => -libc::EAGAIN,
                     };
                     self.finish(table, id, result);
                 }
@@ -487,26 +579,30 @@ impl Backend for Driver {
     }
 
     fn poll(&mut self, table: &mut OpTable, timeout: Option<Duration>) -> io::Result<()> {
-        let start = Instant::now();
+        self.run_yielded(table);
+        // Completions already queued: only collect what is ready, never block.
+        let immediate = !self.ready.is_empty() || timeout == Some(Duration::ZERO);
         let deadline = match timeout {
-            _ if !self.ready.is_empty() => Some(start),
+            _ if immediate => None,
             // Beyond `Instant`'s range is no limit at all.
-            Some(timeout) => start.checked_add(timeout),
+            Some(timeout) => Instant::now().checked_add(timeout),
             None => None,
         };
         loop {
-            let wake_at = match (deadline, self.timers.next_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            let wait = if immediate {
+                Some(Duration::ZERO)
+            } else {
+                let wake_at = match (deadline, self.timers.next_deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                wake_at.map(|at| at.saturating_duration_since(Instant::now()))
             };
-            let wait = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
             let epoll = self.registry.epoll_fd();
-            let n = match self.waiter.wait(epoll, &mut self.events, wait) {
-                Ok(n) => n,
-                Err(err) if err.raw_os_error() == Some(libc::EINTR) => {
-                    self.expire_timers(table);
-                    return Ok(());
-                }
+            // A signal interrupting the wait (EINTR) is a normal return.
+            let (n, interrupted) = match self.waiter.wait(epoll, &mut self.events, wait) {
+                Ok(n) => (n, false),
+                Err(err) if err.raw_os_error() == Some(libc::EINTR) => (0, true),
                 Err(err) => return Err(err),
             };
             for i in 0..n {
@@ -514,12 +610,18 @@ impl Backend for Driver {
                 let (fd, revents) = (event.u64 as RawFd, event.events);
                 self.dispatch(table, fd, revents);
             }
-            self.expire_timers(table);
-            if !self.ready.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
+            if self.timers.next_deadline().is_some() {
+                self.expire_timers(table);
+            }
+            if immediate
+                || interrupted
+                || !self.ready.is_empty()
+                || deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 return Ok(());
             }
-            // Woken by events that completed nothing, or by a timer the heap no longer
-            // holds live: wait out the rest.
+            // Woken by events that completed nothing, or by a timer that is stale or (with
+            // millisecond rounding) not quite due: wait out the rest.
         }
     }
 
@@ -538,5 +640,253 @@ impl Backend for Driver {
 
     fn kind(&self) -> BackendKind {
         BackendKind::Epoll
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op;
+    use std::os::unix::net::UnixStream;
+
+    fn driver() -> Driver {
+        let config = Config {
+            entries: 64,
+            recv_buffers: 4,
+            recv_buffer_size: 64,
+            wake_fd: -1,
+        };
+        Driver::new(&config).expect("epoll driver")
+    }
+
+    fn drain(driver: &mut Driver, table: &mut OpTable) -> Vec<(OpId, i32, bool)> {
+        let mut out = Vec::new();
+        while let Some(c) = driver.pop(table) {
+            if !c.more {
+                table.remove(c.id);
+            }
+            out.push((c.id, c.result, c.more));
+        }
+        out
+    }
+
+    #[test]
+    fn a_cancel_after_completion_adds_no_second_completion() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let id = table.insert(op::Nop.into(), 0);
+        d.push(&mut table, id);
+        d.cancel(&mut table, id);
+        assert_eq!(drain(&mut d, &mut table), [(id, 0, false)]);
+    }
+
+    #[test]
+    fn forgetting_an_fd_cancels_what_is_parked_on_it() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let (a, _b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let recv = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 0);
+        let poll = table.insert(op::PollAdd::new(fd, libc::POLLIN as u32).into(), 1);
+        d.push(&mut table, recv);
+        d.push(&mut table, poll);
+        assert!(drain(&mut d, &mut table).is_empty(), "both parked");
+        d.forget_fd(fd);
+        let done = drain(&mut d, &mut table);
+        assert_eq!(
+            done,
+            [
+                (recv, -libc::ECANCELED, false),
+                (poll, -libc::ECANCELED, false)
+            ]
+        );
+        // The slots are free: a cancel now is a no-op.
+        d.cancel(&mut table, recv);
+        assert!(drain(&mut d, &mut table).is_empty());
+        assert!(d
+            .registry
+            .get(fd)
+            .is_some_and(|s| !s.registered && !s.has_parked()));
+    }
+
+    #[test]
+    fn a_read_behind_a_parked_read_is_not_tried_until_its_turn() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let first = table.insert(op::Recv::new(fd, Vec::with_capacity(2)).into(), 0);
+        d.push(&mut table, first);
+        // Data arrives before the second recv is pushed, but no event was processed yet:
+        // the second must queue behind the first rather than take the data.
+        std::io::Write::write_all(&mut b, b"12").unwrap();
+        let second = table.insert(op::Recv::new(fd, Vec::with_capacity(2)).into(), 1);
+        d.push(&mut table, second);
+        assert!(drain(&mut d, &mut table).is_empty());
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table)[0], (first, 2, false));
+    }
+
+    #[test]
+    fn after_eagain_a_new_op_waits_for_the_edge_instead_of_trying() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let first = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 0);
+        d.push(&mut table, first);
+        d.cancel(&mut table, first);
+        assert_eq!(
+            drain(&mut d, &mut table),
+            [(first, -libc::ECANCELED, false)]
+        );
+        std::io::Write::write_all(&mut b, b"late").unwrap();
+        // The data is there, but the fd said EAGAIN and its edge is still queued in epoll:
+        // the recv parks untried, and the edge completes it.
+        let second = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 1);
+        d.push(&mut table, second);
+        assert!(drain(&mut d, &mut table).is_empty());
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(second, 4, false)]);
+        // That read was short on a stream socket: drained, so the next recv waits for the
+        // edge of new data too.
+        assert!(d
+            .registry
+            .get(fd)
+            .is_some_and(|s| s.stream && s.read_blocked));
+        std::io::Write::write_all(&mut b, b"now").unwrap();
+        let third = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 2);
+        d.push(&mut table, third);
+        assert!(drain(&mut d, &mut table).is_empty());
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(third, 3, false)]);
+        // A full read says nothing about what is left: the next recv tries at once.
+        std::io::Write::write_all(&mut b, b"12345678rest").unwrap();
+        // Consume the data's edge (nothing is parked to complete).
+        d.poll(&mut table, Some(Duration::from_millis(20))).unwrap();
+        let fourth = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 3);
+        d.push(&mut table, fourth);
+        assert_eq!(drain(&mut d, &mut table), [(fourth, 8, false)]);
+        let fifth = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 4);
+        d.push(&mut table, fifth);
+        assert_eq!(drain(&mut d, &mut table), [(fifth, 4, false)]);
+    }
+
+    /// Pushes a recv on `fd` and completes it, polling if it parks.
+    fn recv_now_or_after_poll(d: &mut Driver, table: &mut OpTable, fd: RawFd) -> i32 {
+        let id = table.insert(op::Recv::new(fd, Vec::with_capacity(64)).into(), 0);
+        d.push(table, id);
+        let mut done = drain(d, table);
+        if done.is_empty() {
+            d.poll(table, Some(Duration::from_secs(5))).unwrap();
+            done = drain(d, table);
+        }
+        assert_eq!(done.len(), 1, "the recv completed");
+        done[0].1
+    }
+
+    #[test]
+    fn short_reads_on_datagram_sockets_do_not_hide_queued_datagrams() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = b.as_raw_fd();
+        // Register the socket (first recv parks), then queue three datagrams.
+        let first = table.insert(op::Recv::new(fd, Vec::with_capacity(64)).into(), 0);
+        d.push(&mut table, first);
+        for msg in [&b"one"[..], b"two", b"three"] {
+            a.send_to(msg, b.local_addr().unwrap()).unwrap();
+        }
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(first, 3, false)]);
+        assert!(d
+            .registry
+            .get(fd)
+            .is_some_and(|s| !s.stream && !s.read_blocked));
+        // No new edge will come for the two queued datagrams: they must be read at once.
+        assert_eq!(recv_now_or_after_poll(&mut d, &mut table, fd), 3);
+        let id = table.insert(op::Recv::new(fd, Vec::with_capacity(64)).into(), 0);
+        d.push(&mut table, id);
+        assert_eq!(drain(&mut d, &mut table), [(id, 5, false)], "read at push");
+    }
+
+    #[test]
+    fn end_of_stream_after_a_short_read_is_still_reported() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let first = table.insert(op::Recv::new(fd, Vec::with_capacity(64)).into(), 0);
+        d.push(&mut table, first);
+        // Data and end of stream arrive together; one edge announces both.
+        std::io::Write::write_all(&mut b, b"bye").unwrap();
+        drop(b);
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(first, 3, false)]);
+        assert_eq!(recv_now_or_after_poll(&mut d, &mut table, fd), 0);
+    }
+
+    #[test]
+    fn a_short_peek_leaves_the_data_to_be_read_at_once() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let first = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 0);
+        d.push(&mut table, first);
+        std::io::Write::write_all(&mut b, b"peek").unwrap();
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(first, 4, false)]);
+        std::io::Write::write_all(&mut b, b"data").unwrap();
+        // Consume the data's edge (nothing is parked to complete).
+        d.poll(&mut table, Some(Duration::from_millis(20))).unwrap();
+        let mut peek = op::Recv::new(fd, Vec::with_capacity(64));
+        peek.flags = libc::MSG_PEEK;
+        let peek = table.insert(peek.into(), 1);
+        d.push(&mut table, peek);
+        assert_eq!(drain(&mut d, &mut table), [(peek, 4, false)]);
+        let read = table.insert(op::Recv::new(fd, Vec::with_capacity(64)).into(), 2);
+        d.push(&mut table, read);
+        assert_eq!(
+            drain(&mut d, &mut table),
+            [(read, 4, false)],
+            "read at push"
+        );
+    }
+
+    #[test]
+    fn a_short_sendmsg_on_a_stream_waits_for_writability() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let (a, b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        // Register the fd, then send more than the socket buffer holds: a short count.
+        let probe = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 0);
+        d.push(&mut table, probe);
+        d.cancel(&mut table, probe);
+        let big = table.insert(
+            op::SendMsg::new(fd, vec![vec![1; 4 << 20], vec![2; 16]], None).into(),
+            1,
+        );
+        d.push(&mut table, big);
+        let done = drain(&mut d, &mut table);
+        let sent = done.iter().find(|c| c.0 == big).map(|c| c.1).unwrap();
+        assert!(sent > 0 && sent < (4 << 20) + 16, "short: {sent}");
+        assert!(d
+            .registry
+            .get(fd)
+            .is_some_and(|s| s.stream && s.write_blocked));
+        // The next send parks untried, and runs once the peer drains the buffer.
+        let next = table.insert(op::Send::new(fd, b"tail".to_vec()).into(), 2);
+        d.push(&mut table, next);
+        assert!(drain(&mut d, &mut table).is_empty());
+        let reader = std::thread::spawn(move || {
+            let mut b = b;
+            let mut sink = vec![0; 1 << 16];
+            let mut total = 0;
+            while total < sent as usize + 4 {
+                total += std::io::Read::read(&mut b, &mut sink).unwrap();
+            }
+        });
+        let mut done = Vec::new();
+        while done.is_empty() {
+            d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+            done = drain(&mut d, &mut table);
+        }
+        assert_eq!(done, [(next, 4, false)]);
+        reader.join().unwrap();
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! # Registration
 //! An fd is added to the epoll set once, on the first op that must wait, with
-//! `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`, and stays there until
+//! `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET`, and stays there until
 //! [`Registry::forget`]. `EPOLL_CTL_ADD` reports the fd's current readiness as an event, so
 //! registering after an `EAGAIN` loses no wake-up; after that every new readiness is an edge.
 //! The event's data is the fd number.
@@ -19,8 +19,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::table::OpId;
 
-/// The readiness interest of every registration.
-const INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// The readiness interest of every registration. `EPOLLPRI` (urgent data, cgroup and
+/// sysfs notifications) only matters to `PollAdd` ops asking for `POLLPRI`; it costs nothing
+/// otherwise.
+const INTEREST: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
 
 /// Which of an fd's queues an op waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +43,20 @@ pub(super) struct FdState {
     pub(super) registered: bool,
     /// `O_NONBLOCK` is known to be set on the file description.
     pub(super) nonblocking: bool,
+    /// A read-side syscall said `EAGAIN` and no readability edge came since: a new read-side
+    /// op parks without trying (the edge will run it), saving a syscall that would fail.
+    pub(super) read_blocked: bool,
+    /// The same for the write side.
+    pub(super) write_blocked: bool,
+    /// A byte stream (a stream socket or a plain pipe), where a short read means the
+    /// receive buffer is empty and a short write that the send buffer is full. Known once
+    /// registered.
+    pub(super) stream: bool,
+    /// An event reported end of stream, an error, a hang-up or urgent data: no further edge
+    /// may come for what is left to read, so short reads no longer imply an empty buffer.
+    pub(super) read_closed: bool,
+    /// An event reported an error or a hang-up on the write side.
+    pub(super) write_closed: bool,
     /// Parked read-side ops, oldest first.
     pub(super) readers: VecDeque<OpId>,
     /// Parked write-side ops, oldest first.
@@ -58,6 +75,37 @@ impl FdState {
         }
     }
 
+    /// Whether `side` is known not to be ready (see `read_blocked`).
+    pub(super) fn blocked(&self, side: Side) -> bool {
+        match side {
+            Side::Read => self.read_blocked,
+            Side::Write => self.write_blocked,
+            Side::Poll => false,
+        }
+    }
+
+    /// Records whether `side` is known not to be ready.
+    pub(super) fn set_blocked(&mut self, side: Side, blocked: bool) {
+        match side {
+            Side::Read => self.read_blocked = blocked,
+            Side::Write => self.write_blocked = blocked,
+            Side::Poll => {}
+        }
+    }
+
+    /// Records that a transfer on `side` moved fewer bytes than asked: on a byte stream
+    /// that is still open, the side is drained (or full) and the next op waits for an edge.
+    pub(super) fn short_transfer(&mut self, side: Side) {
+        let open = match side {
+            Side::Read => !self.read_closed,
+            Side::Write => !self.write_closed,
+            Side::Poll => false,
+        };
+        if self.registered && self.stream && open {
+            self.set_blocked(side, true);
+        }
+    }
+
     /// Whether any op is parked here.
     pub(super) fn has_parked(&self) -> bool {
         !(self.readers.is_empty() && self.writers.is_empty() && self.polls.is_empty())
@@ -67,6 +115,11 @@ impl FdState {
     fn reset(&mut self) {
         self.registered = false;
         self.nonblocking = false;
+        self.read_blocked = false;
+        self.write_blocked = false;
+        self.stream = false;
+        self.read_closed = false;
+        self.write_closed = false;
         self.readers.clear();
         self.writers.clear();
         self.polls.clear();
@@ -133,8 +186,31 @@ impl Registry {
                 return Err(err);
             }
         }
-        self.state(fd).registered = true;
+        let stream = is_byte_stream(fd);
+        let state = self.state(fd);
+        state.registered = true;
+        state.stream = stream;
         Ok(())
+    }
+
+    /// Whether the backend believes `fd` registered while epoll holds no registration for
+    /// the file now behind that number: the fd was closed behind the backend's back and its
+    /// number reused. Costs one `epoll_ctl`, and only when `fd` is believed registered; the
+    /// driver asks at ops that begin an fd's life (connect, multishot receive and accept),
+    /// where a registered fd is almost always exactly this case.
+    pub(super) fn registration_is_stale(&mut self, fd: RawFd) -> bool {
+        if !self.get(fd).is_some_and(|s| s.registered) {
+            return false;
+        }
+        let mut event = libc::epoll_event {
+            events: INTEREST,
+            u64: fd as u64,
+        };
+        // SAFETY: `event` is a live local the kernel only reads during the call. MOD with the
+        // same interest changes nothing for a live registration (it may report current
+        // readiness again, which the driver tolerates).
+        let rc = unsafe { libc::epoll_ctl(self.epoll_fd(), libc::EPOLL_CTL_MOD, fd, &mut event) };
+        rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT)
     }
 
     /// Makes sure `fd`'s file description is non-blocking, once per fd: the backend tries
@@ -185,6 +261,36 @@ impl Registry {
         orphans.extend(state.polls.drain(..));
         state.reset();
     }
+}
+
+/// Whether `fd` is a byte stream: a `SOCK_STREAM` socket, or a pipe not in packet mode
+/// (`O_DIRECT`). Datagram sockets, terminals and everything else are not: a short read there
+/// can leave more to read.
+fn is_byte_stream(fd: RawFd) -> bool {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are live locals of the sizes the kernel is told.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut kind as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        return kind == libc::SOCK_STREAM;
+    }
+    // SAFETY: all-zero bytes is a valid `stat`, which the kernel fills during the call.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a live, writable `stat`.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 || st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return false;
+    }
+    // SAFETY: F_GETFL takes no pointer.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_DIRECT == 0
 }
 
 #[cfg(test)]

@@ -349,3 +349,17 @@ pub(super) fn buffer_pool(ring: &IoUring, config: &Config, off: &Disabled) -> Bu
     }
     crate::sys::free_list_pool(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disabled_names_and_all() {
+        let off = Disabled(vec!["ext_arg".into(), "waitid".into()]);
+        assert!(!off.allows("ext_arg") && !off.allows("waitid"));
+        assert!(off.allows("buf_ring"));
+        assert!(!Disabled(vec!["all".into()]).allows("defer_taskrun"));
+        assert!(Disabled::default().allows("anything"));
+    }
+}

@@ -52,7 +52,8 @@ impl Driver {
     /// Prepares op `id` and puts its SQE in the SQ. `false` (nothing changed) when the SQ is
     /// full.
     fn issue(&mut self, table: &mut OpTable, id: OpId) -> bool {
-        if self.ring.submission().is_full() {
+        let mut sq = self.ring.submission();
+        if sq.is_full() {
             return false;
         }
         let Some(entry) = table.get_mut(id) else {
@@ -67,8 +68,10 @@ impl Driver {
             Prepared::Sqe(sqe) => {
                 slot.stage = Stage::Kernel;
                 self.in_kernel += 1;
-                let pushed = self.push_sqe(&sqe.user_data(id.user_data()));
-                debug_assert!(pushed, "the SQ had room a moment ago");
+                // SAFETY: the SQE points into the op's heap memory (see `prep`), which stays
+                // valid and in place until the front end removes the op after its final CQE.
+                let pushed = unsafe { sq.push(&sqe.user_data(id.user_data())) };
+                debug_assert!(pushed.is_ok(), "the SQ had room a moment ago");
             }
             Prepared::Done(result) => {
                 slot.stage = Stage::Done;
@@ -127,10 +130,9 @@ impl Driver {
             ),
             None => (ptr::null(), 0),
         };
-        // SAFETY: `enter.fd` names this ring (fd or index registered by this thread); `arg`
-        // is null or a live `io_uring_getevents_arg` (`SubmitArgs` is a transparent wrapper)
-        // whose timespec outlives the call; the SQEs submitted point to memory that stays
-        // valid until their CQEs (see `push_sqe`).
+        // The SQEs submitted point to memory that stays valid until their CQEs (`push_sqe`).
+        // SAFETY: `enter.fd` names this ring (fd, or index registered by this thread); `arg` is
+        // null or a live `io_uring_getevents_arg` (`SubmitArgs` is transparent) for the call.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_io_uring_enter,
@@ -161,8 +163,11 @@ impl Driver {
             if self.backlog.is_empty() {
                 break;
             }
-            if let Err(err) = self.enter(0, GETEVENTS, None) {
-                return self.wait_error(err);
+            match self.enter(0, GETEVENTS, None) {
+                Err(err) => return self.wait_error(err),
+                // The kernel took nothing (out of resources): let the caller reap first.
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
             }
             if self.cq_len() >= self.features.cq_entries as usize / 2 {
                 return Ok(());

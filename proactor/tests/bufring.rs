@@ -1,0 +1,153 @@
+//! Multishot receives into the shared buffer pool: buffers recycle when dropped, and a dry
+//! pool falls back to owned buffers without ending the op or losing or reordering bytes.
+
+mod support;
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use ringloop_proactor::audit::AuditAllocator;
+use ringloop_proactor::op::RecvMulti;
+use ringloop_proactor::{Proactor, RecvBuf};
+use support::*;
+
+#[global_allocator]
+static ALLOC: AuditAllocator = AuditAllocator;
+
+/// Streams `data` into a multishot receive on a proactor with a pool of `count` buffers of
+/// 64 bytes; `hold` keeps every chunk alive until the end (the pool runs dry at once).
+fn stream(count: u16, data: &[u8], hold: bool) -> (Vec<u8>, usize) {
+    let mut p = Proactor::builder().recv_buffers(count, 64).build().unwrap();
+    let (server, mut client) = tcp_pair();
+    let id = p.push(RecvMulti::new(fd(&server)), 1);
+    let writer = {
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            for chunk in data.chunks(1000) {
+                client.write_all(chunk).unwrap();
+            }
+        })
+    };
+    let mut got = Vec::new();
+    let mut held: Vec<RecvBuf> = Vec::new();
+    let mut chunks = 0;
+    loop {
+        let c = next(&mut p);
+        assert_eq!(c.id, id);
+        if !c.more {
+            assert_eq!(
+                c.result.as_ref().ok(),
+                Some(&0),
+                "the stream ended with an error: {c:?}"
+            );
+            break;
+        }
+        let buf = c.buf.expect("a chunk carries data");
+        assert!(
+            !buf.is_empty() && buf.len() <= 64,
+            "chunk of {} bytes",
+            buf.len()
+        );
+        assert_eq!(buf.len() as u32, c.result.unwrap());
+        got.extend_from_slice(&buf);
+        chunks += 1;
+        if hold {
+            held.push(buf);
+        }
+    }
+    writer.join().unwrap();
+    // Held chunks still read back what they received.
+    let concat: Vec<u8> = held.iter().flat_map(|b| b.iter().copied()).collect();
+    if hold {
+        assert_eq!(concat, got);
+    }
+    (got, chunks)
+}
+
+#[test]
+fn bufring_exhausted_pool_delivers_every_byte_in_order() {
+    let data = pattern(64 * 1024);
+    let (got, chunks) = stream(4, &data, true);
+    assert_eq!(got.len(), data.len(), "bytes lost");
+    assert!(got == data, "bytes reordered");
+    assert!(chunks >= data.len() / 64, "{chunks} chunks");
+}
+
+#[test]
+fn bufring_recycled_buffers_carry_a_long_stream() {
+    let data = pattern(1024 * 1024);
+    let (got, _) = stream(4, &data, false);
+    assert_eq!(got.len(), data.len(), "bytes lost");
+    assert!(got == data, "bytes reordered");
+}
+
+#[test]
+fn bufring_pool_recovers_after_running_dry() {
+    // Run the pool dry while holding chunks, release them, and keep receiving: the op goes
+    // on throughout and later chunks come from the pool again.
+    let mut p = Proactor::builder().recv_buffers(4, 64).build().unwrap();
+    let (server, mut client) = tcp_pair();
+    let id = p.push(RecvMulti::new(fd(&server)), 0);
+    let data = pattern(4096);
+    let mut got = Vec::new();
+    let mut held = Vec::new();
+    client.write_all(&data[..2048]).unwrap();
+    while got.len() < 2048 {
+        let c = next(&mut p);
+        assert!(c.more, "{c:?}");
+        let buf = c.buf.unwrap();
+        got.extend_from_slice(&buf);
+        held.push(buf);
+    }
+    drop(held);
+    client.write_all(&data[2048..]).unwrap();
+    while got.len() < data.len() {
+        let c = next(&mut p);
+        assert!(c.more, "{c:?}");
+        got.extend_from_slice(&c.buf.unwrap());
+    }
+    assert!(got == data);
+    assert!(p.cancel(id));
+    let (_, last) = finish(&mut p, id);
+    assert_eq!(errno(&last), Some(libc::ECANCELED));
+    p.poll(Some(Duration::ZERO)).unwrap();
+}
+
+#[test]
+fn bufring_two_streams_share_the_pool() {
+    let mut p = Proactor::builder().recv_buffers(8, 64).build().unwrap();
+    let (s1, mut c1) = tcp_pair();
+    let (s2, mut c2) = tcp_pair();
+    let a = p.push(RecvMulti::new(fd(&s1)), 1);
+    let b = p.push(RecvMulti::new(fd(&s2)), 2);
+    let d1 = pattern(20_000);
+    let d2: Vec<u8> = pattern(30_000).into_iter().rev().collect();
+    let t1 = {
+        let d = d1.clone();
+        std::thread::spawn(move || c1.write_all(&d).unwrap())
+    };
+    let t2 = {
+        let d = d2.clone();
+        std::thread::spawn(move || c2.write_all(&d).unwrap())
+    };
+    let (mut g1, mut g2) = (Vec::new(), Vec::new());
+    let mut ended = 0;
+    while ended < 2 {
+        let c = next(&mut p);
+        let into = if c.id == a {
+            &mut g1
+        } else {
+            assert_eq!(c.id, b);
+            &mut g2
+        };
+        if c.more {
+            into.extend_from_slice(&c.buf.unwrap());
+        } else {
+            assert_eq!(c.result.unwrap(), 0);
+            ended += 1;
+        }
+    }
+    t1.join().unwrap();
+    t2.join().unwrap();
+    assert!(g1 == d1 && g2 == d2);
+}

@@ -1,0 +1,387 @@
+//! I/O registration: how transports (and the loop itself) receive proactor completions.
+//!
+//! A long-lived I/O object registers one [`IoHandler`] (boxed once, an `Rc`) and gets an
+//! [`IoToken`]; every op it submits carries the token, and the loop dispatches each
+//! completion with one slab lookup and one dynamic call — no allocation, boxing or hashing
+//! per completion. Tokens carry a generation, so a completion for a handler that was
+//! deregistered (and whose slot was reused) is recognised and dropped: its op's buffers
+//! are freed then, which is safe because the proactor reports an op's final completion
+//! only once the kernel is done with it.
+//!
+//! [`EventLoop::run_op`] is the one-shot form for async code: submit one op, await its
+//! completion. Dropping that future early detaches the op (the proactor frees its buffers
+//! after the kernel is done; it never frees memory the kernel holds).
+
+use std::fmt;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use ringloop_proactor::{Completion, Op, OpId};
+use slab::Slab;
+
+use crate::error::LoopError;
+use crate::event_loop::EventLoop;
+use crate::exception::ExceptionContext;
+use crate::future::Future;
+
+/// Receives the completions of the ops submitted with its token.
+pub trait IoHandler {
+    /// Called on the loop thread, from the loop's dispatch step, once per completion.
+    /// The completion owns the op's buffers (`completion.op`); keep or drop them.
+    fn complete(&self, lp: &EventLoop, completion: Completion);
+}
+
+/// Names a registered [`IoHandler`]: a slab key plus a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IoToken(u64);
+
+impl IoToken {
+    fn new(key: usize, generation: u32) -> IoToken {
+        IoToken((u64::from(generation) << 32) | key as u64)
+    }
+
+    fn key(self) -> usize {
+        (self.0 & u64::from(u32::MAX)) as usize
+    }
+
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The raw value carried in completions.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+struct IoSlot {
+    generation: u32,
+    handler: Rc<dyn IoHandler>,
+}
+
+/// The registered handlers.
+#[derive(Default)]
+pub(crate) struct IoRegistry {
+    slots: Slab<IoSlot>,
+    next_generation: u32,
+}
+
+impl IoRegistry {
+    fn insert(&mut self, handler: Rc<dyn IoHandler>) -> IoToken {
+        // Generation 0 is never used, so a zero token never matches.
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let generation = self.next_generation;
+        let key = self.slots.insert(IoSlot {
+            generation,
+            handler,
+        });
+        IoToken::new(key, generation)
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, raw: u64) -> Option<Rc<dyn IoHandler>> {
+        let token = IoToken(raw);
+        self.slots
+            .get(token.key())
+            .filter(|slot| slot.generation == token.generation())
+            .map(|slot| slot.handler.clone())
+    }
+
+    fn remove(&mut self, token: IoToken) -> Option<Rc<dyn IoHandler>> {
+        let live = self
+            .slots
+            .get(token.key())
+            .is_some_and(|s| s.generation == token.generation());
+        live.then(|| self.slots.remove(token.key()).handler)
+    }
+
+    /// Empties the registry (loop close), for dropping outside the borrow.
+    pub(crate) fn take_all(&mut self) -> Vec<Rc<dyn IoHandler>> {
+        self.slots.drain().map(|slot| slot.handler).collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+impl EventLoop {
+    /// Registers `handler` to receive the completions of ops submitted with the returned
+    /// token.
+    ///
+    /// # Errors
+    /// [`LoopError::LoopClosed`] if the loop is closed.
+    pub fn register_io(&self, handler: Rc<dyn IoHandler>) -> Result<IoToken, LoopError> {
+        self.check_closed()?;
+        Ok(self.inner.io.borrow_mut().insert(handler))
+    }
+
+    /// Forgets the handler of `token`; returns `false` if it was not registered. Later
+    /// completions with this token are dropped (their buffers freed, an fd they yield
+    /// closed). Detach or cancel the handler's ops first if they should stop.
+    pub fn deregister_io(&self, token: IoToken) -> bool {
+        let removed = self.inner.io.borrow_mut().remove(token);
+        removed.is_some()
+    }
+
+    /// How many ops are in flight in the proactor, counting cancelled and detached ones
+    /// whose final completion has not arrived yet.
+    pub fn ops_in_flight(&self) -> usize {
+        self.inner
+            .proactor
+            .borrow()
+            .as_ref()
+            .map_or(0, |p| p.in_flight())
+    }
+
+    /// How many I/O handlers are registered.
+    pub fn registered_io(&self) -> usize {
+        self.inner.io.borrow().len()
+    }
+
+    /// Starts `op`; its completions go to the handler of `token`. Ops pushed during an
+    /// iteration are submitted together by the next poll (one system call).
+    ///
+    /// # Errors
+    /// [`LoopError::LoopClosed`] if the loop is closed (the op is dropped: it was never
+    /// given to the kernel).
+    #[inline]
+    pub fn submit(&self, op: impl Into<Op>, token: IoToken) -> Result<OpId, LoopError> {
+        let mut proactor = self.inner.proactor.borrow_mut();
+        match proactor.as_mut() {
+            Some(proactor) if !self.inner.closed.get() => Ok(proactor.push(op, token.0)),
+            _ => Err(LoopError::LoopClosed),
+        }
+    }
+
+    /// Asks op `id` to finish early; its final completion still arrives (`ECANCELED`, or
+    /// its real result if it finished first). `false` if it already completed.
+    pub fn cancel_op(&self, id: OpId) -> bool {
+        match self.inner.proactor.borrow_mut().as_mut() {
+            Some(proactor) => proactor.cancel(id),
+            None => false,
+        }
+    }
+
+    /// Gives op `id` up: no completion of it will be delivered; its buffers are freed (and
+    /// an fd it yields closed) once the kernel is done with them.
+    pub fn detach_op(&self, id: OpId) {
+        if let Some(proactor) = self.inner.proactor.borrow_mut().as_mut() {
+            proactor.detach(id);
+        }
+    }
+
+    /// Closes `fd` through the proactor (which forgets any registration of it). No op may
+    /// be in flight on `fd`.
+    ///
+    /// # Errors
+    /// What `close(2)` reports; [`LoopError::LoopClosed`] if the loop is closed (then the
+    /// fd is closed directly).
+    pub fn close_fd(&self, fd: std::os::fd::RawFd) -> Result<(), LoopError> {
+        match self.inner.proactor.borrow_mut().as_mut() {
+            Some(proactor) => proactor.close_fd(fd).map_err(LoopError::from),
+            None => {
+                // SAFETY: the caller hands over ownership of `fd`, with no op in flight.
+                unsafe { libc::close(fd) };
+                Err(LoopError::LoopClosed)
+            }
+        }
+    }
+
+    /// Runs one op and resolves to its (first) completion, which hands the op and its
+    /// buffers back. Dropping the future before then detaches the op; cancelling the task
+    /// that awaits it does too, and yields [`LoopError::Cancelled`].
+    ///
+    /// # Examples
+    /// ```
+    /// use ringloop_runtime::{EventLoop, LoopError};
+    /// use ringloop_runtime::proactor::op;
+    /// use std::time::Duration;
+    ///
+    /// let lp = EventLoop::new()?;
+    /// let op_loop = lp.clone();
+    /// let completion = lp.run_until_complete(async move {
+    ///     op_loop.run_op(op::Timeout::new(Duration::from_millis(5))).await
+    /// })?;
+    /// assert!(completion.result.is_ok());
+    /// # Ok::<(), LoopError>(())
+    /// ```
+    pub fn run_op(&self, op: impl Into<Op>) -> OpFuture {
+        let done = self.create_future::<Completion>();
+        let handler = Rc::new(OneShot {
+            done: done.clone(),
+            token: std::cell::Cell::new(None),
+        });
+        let token = match self.register_io(handler.clone()) {
+            Ok(token) => token,
+            Err(err) => {
+                return OpFuture {
+                    lp: self.clone(),
+                    state: OpState::Failed(Some(err)),
+                }
+            }
+        };
+        handler.token.set(Some(token));
+        match self.submit(op, token) {
+            Ok(id) => OpFuture {
+                lp: self.clone(),
+                state: OpState::Pending { done, token, id },
+            },
+            Err(err) => {
+                self.deregister_io(token);
+                OpFuture {
+                    lp: self.clone(),
+                    state: OpState::Failed(Some(err)),
+                }
+            }
+        }
+    }
+
+    /// Dispatches one completion to its handler (the loop's dispatch step).
+    #[inline]
+    pub(crate) fn dispatch(&self, completion: Completion) {
+        let handler = self.inner.io.borrow().get(completion.token);
+        match handler {
+            Some(handler) => {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handler.complete(self, completion)
+                }));
+                if let Err(payload) = outcome {
+                    self.call_exception_handler(
+                        ExceptionContext::new("Exception in I/O completion handler")
+                            .with_error(LoopError::from_panic(&*payload)),
+                    );
+                }
+            }
+            None => {
+                if completion.more {
+                    // A multishot op outlived its handler: give it up, so the proactor
+                    // consumes (and cleans up after) the rest of its completions.
+                    self.detach_op(completion.id);
+                }
+                drop_orphan(completion);
+            }
+        }
+    }
+}
+
+/// Drops a completion nobody wants: its buffers go with it; a new fd it carries is closed.
+fn drop_orphan(completion: Completion) {
+    let yields_fd = completion.op.as_ref().is_some_and(Op::yields_fd);
+    if let (true, Ok(fd)) = (yields_fd, &completion.result) {
+        // SAFETY: the fd was just produced by the kernel for an op whose handler is gone;
+        // nobody else owns it, and closing it keeps it from leaking.
+        unsafe { libc::close(*fd as i32) };
+    }
+    tracing::trace!(
+        token = completion.token,
+        "dropped a completion for a deregistered handler"
+    );
+}
+
+/// The handler behind [`EventLoop::run_op`].
+struct OneShot {
+    done: Future<Completion>,
+    token: std::cell::Cell<Option<IoToken>>,
+}
+
+impl IoHandler for OneShot {
+    fn complete(&self, lp: &EventLoop, completion: Completion) {
+        let last = !completion.more;
+        // A cancelled waiter makes this fail: the completion (and its buffers) drop here.
+        let _ = self.done.set_result(completion);
+        if last {
+            if let Some(token) = self.token.get() {
+                lp.deregister_io(token);
+            }
+        }
+    }
+}
+
+enum OpState {
+    Pending {
+        done: Future<Completion>,
+        token: IoToken,
+        id: OpId,
+    },
+    Failed(Option<LoopError>),
+    Finished,
+}
+
+/// The future returned by [`EventLoop::run_op`].
+#[must_use = "dropping the future detaches the op"]
+pub struct OpFuture {
+    lp: EventLoop,
+    state: OpState,
+}
+
+impl OpFuture {
+    /// The op's id, while it is in flight.
+    pub fn id(&self) -> Option<OpId> {
+        match &self.state {
+            OpState::Pending { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    fn abandon(&mut self) {
+        // Both are no-ops for an op that already completed (ids and tokens carry
+        // generations, so a reused slot is never hit).
+        if let OpState::Pending { token, id, .. } = &self.state {
+            self.lp.detach_op(*id);
+            self.lp.deregister_io(*token);
+        }
+        self.state = OpState::Finished;
+    }
+}
+
+impl std::future::Future for OpFuture {
+    type Output = Result<Completion, LoopError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let polled = match &mut self.state {
+            OpState::Pending { done, .. } => Pin::new(done).poll(cx),
+            OpState::Failed(err) => {
+                let err = err.take().unwrap_or(LoopError::InvalidState(
+                    "run_op polled after completion".into(),
+                ));
+                self.state = OpState::Finished;
+                return Poll::Ready(Err(err));
+            }
+            OpState::Finished => {
+                return Poll::Ready(Err(LoopError::InvalidState(
+                    "run_op polled after completion".into(),
+                )))
+            }
+        };
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(completion)) => {
+                if completion.more {
+                    // A multishot op: only its first completion is wanted.
+                    self.abandon();
+                }
+                self.state = OpState::Finished;
+                Poll::Ready(Ok(completion))
+            }
+            Poll::Ready(Err(err)) => {
+                // Cancelled (or awaited from the wrong loop): give the op up.
+                self.abandon();
+                Poll::Ready(Err(err))
+            }
+        }
+    }
+}
+
+impl Drop for OpFuture {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+impl fmt::Debug for OpFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpFuture").field("id", &self.id()).finish()
+    }
+}

@@ -1,0 +1,69 @@
+//! [`run`]: the one-call entry point (asyncio's `asyncio.run`): a fresh loop that runs one
+//! future, then cancels what is left, shuts the executor down and closes.
+
+use crate::error::LoopError;
+use crate::event_loop::EventLoop;
+use crate::policy;
+
+/// Runs `main` on a new event loop and returns its output, like `asyncio.run(main())`.
+///
+/// The loop is made current for the duration (`get_event_loop()` works inside), and once
+/// `main` is done every task still pending is cancelled and run until it finishes, the
+/// default executor is shut down, the current loop is reset to none and the loop is closed.
+///
+/// # Examples
+/// ```
+/// use ringloop_runtime::{run, sleep, LoopError};
+///
+/// let answer = run(async {
+///     sleep(0.001).await?;
+///     Ok::<_, LoopError>(42)
+/// })?;
+/// assert_eq!(answer, 42);
+/// # Ok::<(), LoopError>(())
+/// ```
+///
+/// # Errors
+/// `main`'s error; [`LoopError::AnotherLoopRunning`] when called from a running loop
+/// (asyncio: `asyncio.run() cannot be called from a running event loop`); the errors of
+/// [`EventLoop::new`].
+pub fn run<F, T>(main: F) -> Result<T, LoopError>
+where
+    F: std::future::Future<Output = Result<T, LoopError>> + 'static,
+    T: 'static,
+{
+    if policy::running_loop().is_some() {
+        return Err(LoopError::AnotherLoopRunning);
+    }
+    let lp = policy::new_event_loop()?;
+    policy::set_event_loop(Some(lp.clone()));
+    let outcome = lp.run_until_complete(main);
+    let finished = lp.cancel_all_tasks();
+    lp.shutdown_default_executor();
+    policy::set_event_loop(None);
+    let closed = lp.close();
+    let value = outcome?;
+    finished?;
+    closed?;
+    Ok(value)
+}
+
+impl EventLoop {
+    /// Cancels every pending task and runs the loop until they have all finished
+    /// (asyncio's `_cancel_all_tasks`, used by [`run`]).
+    fn cancel_all_tasks(&self) -> Result<(), LoopError> {
+        let tasks = self.inner.tasks.borrow().all();
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        for task in &tasks {
+            task.cancel();
+        }
+        drop(tasks);
+        while self.pending_tasks() > 0 {
+            self.stop();
+            self.run_forever()?;
+        }
+        Ok(())
+    }
+}

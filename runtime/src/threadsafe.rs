@@ -1,0 +1,173 @@
+//! The thread-safe side of a loop: [`LoopHandle`], the `Send + Sync` handle other threads
+//! use to schedule callbacks (`call_soon_threadsafe`) and stop the loop, and the queue it
+//! feeds.
+//!
+//! Other threads never touch the loop's `!Send` state: they push to a mutex-protected
+//! queue and wake the proactor (one atomic operation when the loop is awake, an eventfd
+//! write when it sleeps; only the push that finds the queue empty wakes). The loop drains
+//! the whole queue, in order, into its ready queue after each poll (semantics 29), so
+//! thread-safe callbacks share the FIFO of `call_soon`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use ringloop_proactor::Waker;
+
+use crate::error::LoopError;
+use crate::event_loop::EventLoop;
+
+/// Work sent to the loop from any thread.
+pub(crate) enum Remote {
+    /// A `call_soon_threadsafe` callback.
+    Call(Box<dyn FnOnce() + Send>),
+    /// Internal work that needs the loop (executor results, stop).
+    WithLoop(Box<dyn FnOnce(&EventLoop) + Send>),
+    /// A task's waker fired on another thread.
+    WakeTask { key: usize, generation: u64 },
+}
+
+struct Queue {
+    items: Vec<Remote>,
+    closed: bool,
+}
+
+/// The state a loop shares with other threads.
+pub(crate) struct Shared {
+    pub(crate) loop_id: u64,
+    queue: Mutex<Queue>,
+    /// Whether `queue` may hold items (set under the lock by pushes, cleared by drains).
+    pending: AtomicBool,
+    waker: Arc<Waker>,
+}
+
+impl Shared {
+    pub(crate) fn new(loop_id: u64, waker: Arc<Waker>) -> Self {
+        Shared {
+            loop_id,
+            queue: Mutex::new(Queue {
+                items: Vec::new(),
+                closed: false,
+            }),
+            pending: AtomicBool::new(false),
+            waker,
+        }
+    }
+
+    /// Queues `item` and wakes the loop.
+    ///
+    /// # Errors
+    /// [`LoopError::LoopClosed`] once the loop is closed (the item is dropped).
+    pub(crate) fn push(&self, item: Remote) -> Result<(), LoopError> {
+        let was_empty = {
+            let mut queue = self.queue.lock();
+            if queue.closed {
+                return Err(LoopError::LoopClosed);
+            }
+            let was_empty = queue.items.is_empty();
+            queue.items.push(item);
+            self.pending.store(true, Ordering::Release);
+            was_empty
+        };
+        // A non-empty queue has already woken the loop, which drains all of it at once.
+        if was_empty {
+            self.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Moves everything queued into `out` (which the caller keeps empty between uses, so
+    /// the two vectors' allocations are recycled).
+    pub(crate) fn drain_into(&self, out: &mut Vec<Remote>) {
+        // Most iterations find nothing: skip the lock then. A push that this load misses
+        // woke the proactor (it found the queue empty), so the next iteration drains it.
+        if !self.pending.load(Ordering::Acquire) {
+            return;
+        }
+        let mut queue = self.queue.lock();
+        std::mem::swap(&mut queue.items, out);
+        self.pending.store(false, Ordering::Release);
+    }
+
+    /// Refuses all further items; returns those still queued so the caller can drop them
+    /// outside the lock.
+    pub(crate) fn close(&self) -> Vec<Remote> {
+        let mut queue = self.queue.lock();
+        queue.closed = true;
+        std::mem::take(&mut queue.items)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.queue.lock().closed
+    }
+}
+
+/// A `Send + Sync` handle to an [`EventLoop`], for other threads.
+///
+/// Obtained with [`EventLoop::handle`]. Cheap to clone.
+///
+/// # Examples
+/// ```
+/// use ringloop_runtime::EventLoop;
+///
+/// let lp = EventLoop::new()?;
+/// let handle = lp.handle();
+/// std::thread::spawn(move || {
+///     handle.call_soon_threadsafe(|| println!("hello from the loop thread")).ok();
+///     handle.stop().ok();
+/// });
+/// lp.run_forever()?;
+/// # Ok::<(), ringloop_runtime::LoopError>(())
+/// ```
+#[derive(Clone)]
+pub struct LoopHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl LoopHandle {
+    /// Schedules `callback` to run on the loop thread, in the same FIFO as
+    /// [`EventLoop::call_soon`], and wakes the loop if it is blocked in the kernel
+    /// (semantics 29).
+    ///
+    /// # Errors
+    /// [`LoopError::LoopClosed`] if the loop is closed (semantics 23).
+    pub fn call_soon_threadsafe<F>(&self, callback: F) -> Result<(), LoopError>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.shared.push(Remote::Call(Box::new(callback)))
+    }
+
+    /// Asks the loop to stop, from any thread: the same as
+    /// `call_soon_threadsafe(loop.stop)` in asyncio (semantics 11).
+    ///
+    /// # Errors
+    /// [`LoopError::LoopClosed`] if the loop is closed.
+    pub fn stop(&self) -> Result<(), LoopError> {
+        self.shared
+            .push(Remote::WithLoop(Box::new(|lp: &EventLoop| lp.stop())))
+    }
+
+    /// Whether the loop was closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Sends internal work that needs the loop.
+    pub(crate) fn with_loop(
+        &self,
+        work: impl FnOnce(&EventLoop) + Send + 'static,
+    ) -> Result<(), LoopError> {
+        self.shared.push(Remote::WithLoop(Box::new(work)))
+    }
+}
+
+impl fmt::Debug for LoopHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoopHandle")
+            .field("loop_id", &self.shared.loop_id)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}

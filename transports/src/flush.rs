@@ -1,0 +1,67 @@
+//! The per-loop flush list: transports with writes queued during the current iteration.
+//!
+//! `write()` only copies into the transport's buffer and, the first time in an iteration,
+//! puts the transport on this list. A before-poll hook of the loop (see
+//! `EventLoop::add_before_poll_hook`) then submits one send per listed transport, right
+//! before the poll that hands them to the kernel: every write of an iteration goes out as
+//! one system-call-free submission per connection, with no extra loop turn.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use ringloop_runtime::EventLoop;
+
+/// Something with queued writes to submit before the next poll.
+pub(crate) trait Flush {
+    /// Submits what was queued (called once per listing).
+    fn flush(&self);
+}
+
+/// The transports of one loop waiting for the before-poll flush.
+#[derive(Default)]
+pub(crate) struct FlushList {
+    dirty: RefCell<Vec<Rc<dyn Flush>>>,
+    /// The list being flushed, kept to reuse its allocation.
+    spare: RefCell<Vec<Rc<dyn Flush>>>,
+}
+
+impl FlushList {
+    /// This loop's list, creating it (and its hook) on first use.
+    pub(crate) fn of(lp: &EventLoop) -> Rc<FlushList> {
+        let holder = lp.loop_local(|lp| {
+            let list = Rc::new(FlushList::default());
+            let hooked = Rc::downgrade(&list);
+            lp.add_before_poll_hook(move |_| {
+                if let Some(list) = hooked.upgrade() {
+                    list.flush_all();
+                }
+            });
+            list
+        });
+        Rc::clone(&holder)
+    }
+
+    /// Lists `item` for the next flush; the caller lists each item at most once per flush.
+    #[inline]
+    pub(crate) fn push(&self, item: Rc<dyn Flush>) {
+        self.dirty.borrow_mut().push(item);
+    }
+
+    /// Forgets every listed item (the loop closed; no flush will come).
+    pub(crate) fn clear(&self) {
+        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+        drop(dirty);
+        let spare = std::mem::take(&mut *self.spare.borrow_mut());
+        drop(spare);
+    }
+
+    /// Flushes every listed item. Items listed while flushing wait for the next round.
+    pub(crate) fn flush_all(&self) {
+        let mut batch = std::mem::take(&mut *self.spare.borrow_mut());
+        std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
+        for item in batch.drain(..) {
+            item.flush();
+        }
+        *self.spare.borrow_mut() = batch;
+    }
+}

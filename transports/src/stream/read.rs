@@ -1,0 +1,276 @@
+//! The read side of a stream transport: the multishot receive (sockets) or single reads
+//! (pipes), delivery to `data_received` or a buffered protocol, pausing without loss, and
+//! end of stream (semantics 111–118, 131, 142–143, 167).
+
+use std::io;
+
+use ringloop_proactor::{op, Completion, Op};
+
+use super::{Chunk, StreamInner, StreamKind};
+
+/// Size of a pipe read (asyncio's proactor reads 32 KiB; selector pipes 256 KiB).
+const PIPE_READ_SIZE: usize = 64 * 1024;
+
+impl StreamInner {
+    /// Starts receiving, unless a receive is in flight or reading cannot go on.
+    pub(crate) fn arm_read(&self) {
+        if self.read_op.get().is_some()
+            || self.closing.get()
+            || self.eof_seen.get()
+            || !self.kind.reads()
+        {
+            return;
+        }
+        let Some(token) = self.token.get() else {
+            return;
+        };
+        let fd = self.raw_fd.get();
+        let submitted = match self.kind {
+            StreamKind::Socket => self.lp.submit(op::RecvMulti::new(fd), token),
+            _ => {
+                let mut buf = std::mem::take(&mut *self.pipe_buf.borrow_mut());
+                buf.clear();
+                buf.reserve(PIPE_READ_SIZE);
+                self.lp.submit(op::Read::new(fd, buf), token)
+            }
+        };
+        if let Ok(id) = submitted {
+            self.read_op.set(Some(id));
+        }
+    }
+
+    /// Stops the multishot receive (what it already received still arrives and is kept).
+    pub(crate) fn stop_reading(&self) {
+        if let (true, Some(id)) = (self.closing.get(), self.watch_op.get()) {
+            self.lp.cancel_op(id);
+        }
+        if let Some(id) = self.read_op.get() {
+            if self.kind == StreamKind::Socket || self.closing.get() {
+                self.lp.cancel_op(id);
+            }
+        }
+    }
+
+    /// Whether a chunk arriving now must wait in the pending queue.
+    #[inline]
+    fn must_queue(&self) -> bool {
+        self.read_paused.get() || self.delivery_scheduled.get() || !self.pending.borrow().is_empty()
+    }
+
+    /// A completion of the read op.
+    #[inline]
+    pub(crate) fn read_completed(&self, mut completion: Completion) {
+        if !completion.more {
+            self.read_op.set(None);
+        } else if let Some(buf) = completion.buf.take() {
+            // The hot path: a chunk of the multishot receive, delivered straight from the
+            // pool buffer, which is recycled when `buf` drops at the end of this block.
+            if !buf.is_empty() && !self.closing.get() && !self.must_queue() {
+                if !self.deliver(&buf) {
+                    self.pending.borrow_mut().push_front(Chunk::Pooled(buf));
+                    self.schedule_delivery();
+                }
+                return;
+            }
+            completion.buf = Some(buf);
+        }
+        self.read_completed_slow(completion);
+    }
+
+    /// Every other read completion: end of stream, errors, cancels, pipe reads, chunks that
+    /// must be queued.
+    fn read_completed_slow(&self, completion: Completion) {
+        match completion.result {
+            Ok(0) if completion.buf.is_none() && !self.is_pipe_data(&completion) => {
+                self.on_eof();
+            }
+            Ok(_) => {
+                let chunk = match (completion.buf, completion.op) {
+                    (Some(buf), _) => Some(Chunk::Pooled(buf)),
+                    (None, Some(Op::Read(read))) => Some(Chunk::Owned(read.buf)),
+                    _ => None,
+                };
+                if let Some(chunk) = chunk {
+                    if chunk.is_empty() {
+                        self.recycle(chunk);
+                        self.on_eof();
+                    } else {
+                        self.on_chunk(chunk);
+                    }
+                }
+                if self.read_op.get().is_none() && !self.read_paused.get() {
+                    self.arm_read();
+                }
+            }
+            Err(err) if err.raw_os_error() == Some(libc::ECANCELED) => {
+                if let Some(Op::Read(read)) = completion.op {
+                    self.recycle(Chunk::Owned(read.buf));
+                }
+                if !self.read_paused.get() && !self.must_queue() {
+                    self.arm_read();
+                }
+            }
+            Err(err) => {
+                if let Some(Op::Read(read)) = completion.op {
+                    self.recycle(Chunk::Owned(read.buf));
+                }
+                if !self.closing.get() {
+                    self.fatal_io(err, "read");
+                }
+            }
+        }
+    }
+
+    /// A pipe read's buffer with data (its result counts bytes in the op's buffer).
+    fn is_pipe_data(&self, completion: &Completion) -> bool {
+        matches!(&completion.op, Some(Op::Read(read)) if !read.buf.is_empty())
+    }
+
+    /// Keeps a pipe read buffer for the next read.
+    fn recycle(&self, chunk: Chunk) {
+        if let Chunk::Owned(buf) = chunk {
+            let mut mine = self.pipe_buf.borrow_mut();
+            if mine.capacity() < buf.capacity() {
+                *mine = buf;
+            }
+        }
+    }
+
+    /// Delivers a chunk now, or queues it while paused (nothing is lost, semantics 111).
+    #[inline]
+    fn on_chunk(&self, chunk: Chunk) {
+        if self.closing.get() {
+            // No more data arrives after close() (semantics 119).
+            self.recycle(chunk);
+            return;
+        }
+        if self.must_queue() {
+            self.pending.borrow_mut().push_back(chunk);
+            return;
+        }
+        if !self.deliver(&chunk) {
+            // The protocol was busy: keep the chunk and try again from a callback.
+            self.pending.borrow_mut().push_front(chunk);
+            self.schedule_delivery();
+            return;
+        }
+        self.recycle(chunk);
+    }
+
+    /// Hands `data` to the protocol; `false` if the protocol was busy (nothing delivered).
+    #[inline]
+    fn deliver(&self, data: &[u8]) -> bool {
+        let outcome =
+            self.with_protocol("data_received", |protocol| match protocol.as_buffered() {
+                None => {
+                    protocol.data_received(data);
+                    Ok(())
+                }
+                Some(buffered) => feed_buffered(buffered, data),
+            });
+        match outcome {
+            None => self.closing.get(),
+            Some(Ok(())) => true,
+            Some(Err(error)) => {
+                self.report_fatal("get_buffer", &error);
+                self.force_close(Some(error));
+                true
+            }
+        }
+    }
+
+    /// End of stream from the peer (semantics 113, 167).
+    fn on_eof(&self) {
+        if self.eof_seen.replace(true) || self.closing.get() {
+            return;
+        }
+        if self.must_queue() {
+            self.pending_eof.set(true);
+            return;
+        }
+        self.deliver_eof();
+    }
+
+    fn deliver_eof(&self) {
+        self.pending_eof.set(false);
+        let keep_open = self.with_protocol("eof_received", |protocol| protocol.eof_received());
+        match keep_open {
+            // A panic already aborted the transport (semantics 115).
+            None if self.closing.get() => {}
+            Some(true) if self.kind == StreamKind::Socket => {}
+            _ => self.close(),
+        }
+    }
+
+    /// `pause_reading()`.
+    pub(crate) fn pause_reading(&self) {
+        if self.closing.get() || self.read_paused.replace(true) {
+            return;
+        }
+        if self.kind == StreamKind::Socket {
+            self.stop_reading();
+        }
+    }
+
+    /// `resume_reading()`: what arrived while paused is delivered from a callback.
+    pub(crate) fn resume_reading(&self) {
+        if self.closing.get() || !self.read_paused.replace(false) {
+            return;
+        }
+        if !self.pending.borrow().is_empty() || self.pending_eof.get() {
+            self.schedule_delivery();
+        } else {
+            self.arm_read();
+        }
+    }
+
+    fn schedule_delivery(&self) {
+        if self.delivery_scheduled.replace(true) {
+            return;
+        }
+        let Some(me) = self.me.borrow().upgrade() else {
+            return;
+        };
+        if self.lp.call_soon(move || me.deliver_pending()).is_err() {
+            self.delivery_scheduled.set(false);
+        }
+    }
+
+    /// Delivers the queued chunks in order, stopping if the protocol pauses again.
+    fn deliver_pending(&self) {
+        self.delivery_scheduled.set(false);
+        loop {
+            if self.read_paused.get() || self.closing.get() {
+                return;
+            }
+            let chunk = self.pending.borrow_mut().pop_front();
+            let Some(chunk) = chunk else { break };
+            if !self.deliver(&chunk) {
+                self.pending.borrow_mut().push_front(chunk);
+                self.schedule_delivery();
+                return;
+            }
+            self.recycle(chunk);
+        }
+        if self.pending_eof.get() {
+            self.deliver_eof();
+            return;
+        }
+        self.arm_read();
+    }
+}
+
+/// Copies `data` into a buffered protocol's buffers (semantics 142, 143).
+fn feed_buffered(protocol: &mut dyn crate::BufferedProtocol, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let buf = protocol.get_buffer(data.len());
+        if buf.is_empty() {
+            return Err(io::Error::other("get_buffer() returned an empty buffer"));
+        }
+        let n = buf.len().min(data.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        protocol.buffer_updated(n);
+        data = &data[n..];
+    }
+    Ok(())
+}

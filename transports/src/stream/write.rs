@@ -1,0 +1,325 @@
+//! The write side of a stream transport: the write buffer, the per-iteration flush, send
+//! completions, half-close and flow control (semantics 123–129, 135–141, 170–172).
+
+use std::rc::Rc;
+
+use ringloop_proactor::{op, Completion, Op};
+
+use super::{StreamInner, StreamKind};
+use crate::error::TransportError;
+use crate::flow::FlowSignal;
+use crate::flush::Flush;
+
+/// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+const LOG_THRESHOLD_FOR_LOST_WRITES: u32 = 5;
+
+/// A write buffer larger than this is not kept for reuse once sent.
+const MAX_KEPT_BUFFER: usize = 256 * 1024;
+
+impl StreamInner {
+    /// Bytes queued plus bytes in flight.
+    #[inline]
+    pub(crate) fn buffered(&self) -> usize {
+        self.wbuf.borrow().len() + self.in_flight.get()
+    }
+
+    /// `write()` and `writelines()`.
+    #[inline]
+    pub(crate) fn write(&self, data: &[u8], method: &'static str) -> Result<(), TransportError> {
+        if self.write_blocked.get() {
+            return self.write_refused(data, method);
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let size = {
+            let mut wbuf = self.wbuf.borrow_mut();
+            wbuf.extend_from_slice(data);
+            wbuf.len()
+        } + self.in_flight.get();
+        self.list_for_flush();
+        let mut flow = self.flow.get();
+        let signal = flow.after_grow(size);
+        if signal != FlowSignal::None {
+            self.flow.set(flow);
+            self.signal_flow(signal);
+        }
+        Ok(())
+    }
+
+    /// A write that cannot be queued: after `write_eof()` (an error), on a read pipe (an
+    /// error), or after close (dropped, with a warning from the fifth on, semantics 125).
+    #[cold]
+    fn write_refused(&self, data: &[u8], method: &'static str) -> Result<(), TransportError> {
+        if self.eof_requested.get() {
+            return Err(TransportError::WriteAfterEof(method));
+        }
+        if self.kind == StreamKind::ReadPipe {
+            return Err(TransportError::NotSupported("write() on a read pipe"));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let dropped = self.dropped_writes.get();
+        if dropped >= LOG_THRESHOLD_FOR_LOST_WRITES {
+            tracing::warn!("socket.send() raised exception.");
+        }
+        self.dropped_writes.set(dropped.saturating_add(1));
+        Ok(())
+    }
+
+    /// Puts the transport on the loop's flush list (once per iteration).
+    #[inline]
+    fn list_for_flush(&self) {
+        // A send in flight submits the rest from its completion.
+        if self.write_op.get().is_some() || self.listed.replace(true) {
+            return;
+        }
+        match self.me.borrow().upgrade() {
+            Some(me) => self.flush_list.push(me as Rc<dyn Flush>),
+            None => self.listed.set(false),
+        }
+    }
+
+    /// Submits the queued bytes as one send, if none is in flight.
+    pub(crate) fn submit_write(&self) {
+        if self.write_op.get().is_some() || self.aborted.get() {
+            return;
+        }
+        let Some(token) = self.token.get() else {
+            return;
+        };
+        if self.wbuf.borrow().is_empty() {
+            self.after_write_drained();
+            return;
+        }
+        let data = {
+            let mut spare = self.spare.borrow_mut();
+            let mut wbuf = self.wbuf.borrow_mut();
+            std::mem::swap(&mut *wbuf, &mut *spare);
+            std::mem::take(&mut *spare)
+        };
+        self.in_flight.set(data.len());
+        let fd = self.raw_fd.get();
+        let submitted = match self.kind {
+            StreamKind::Socket => self.lp.submit(op::Send::new(fd, data), token),
+            _ => self.lp.submit(op::Write::new(fd, data), token),
+        };
+        match submitted {
+            Ok(id) => self.write_op.set(Some(id)),
+            Err(_) => self.in_flight.set(0),
+        }
+    }
+
+    /// A completion of the send in flight.
+    pub(crate) fn write_completed(&self, completion: Completion) {
+        self.write_op.set(None);
+        let (buf, start) = match completion.op {
+            Some(Op::Send(send)) => (send.buf, send.start),
+            Some(Op::Write(write)) => (write.buf, write.start),
+            _ => (Vec::new(), 0),
+        };
+        match completion.result {
+            Ok(n) => {
+                let start = start + n as usize;
+                if start < buf.len() && !self.aborted.get() {
+                    // A short send: the rest goes first, before anything queued since.
+                    self.in_flight.set(buf.len() - start);
+                    self.resubmit(buf, start);
+                } else {
+                    self.in_flight.set(0);
+                    self.keep_spare(buf);
+                    self.submit_write();
+                }
+                self.check_flow_shrink();
+            }
+            Err(err) => {
+                self.in_flight.set(0);
+                self.keep_spare(buf);
+                if err.raw_os_error() != Some(libc::ECANCELED) && !self.aborted.get() {
+                    // EPIPE, ECONNRESET, …: the connection is gone (semantics 117, 118).
+                    self.fatal_io(err, "send");
+                }
+            }
+        }
+    }
+
+    fn resubmit(&self, buf: Vec<u8>, start: usize) {
+        let Some(token) = self.token.get() else {
+            return;
+        };
+        let fd = self.raw_fd.get();
+        let submitted = match self.kind {
+            StreamKind::Socket => {
+                let mut send = op::Send::new(fd, buf);
+                send.start = start;
+                self.lp.submit(send, token)
+            }
+            _ => {
+                let mut write = op::Write::new(fd, buf);
+                write.start = start;
+                self.lp.submit(write, token)
+            }
+        };
+        match submitted {
+            Ok(id) => self.write_op.set(Some(id)),
+            Err(_) => self.in_flight.set(0),
+        }
+    }
+
+    /// Keeps a sent buffer's allocation as the next spare.
+    fn keep_spare(&self, mut buf: Vec<u8>) {
+        if buf.capacity() > MAX_KEPT_BUFFER {
+            return;
+        }
+        buf.clear();
+        let mut spare = self.spare.borrow_mut();
+        if spare.capacity() < buf.capacity() {
+            *spare = buf;
+        }
+    }
+
+    /// Everything written so far is sent: a requested half-close happens now.
+    fn after_write_drained(&self) {
+        if self.eof_requested.get() && !self.eof_sent.get() && self.in_flight.get() == 0 {
+            self.send_eof();
+        }
+    }
+
+    /// `write_eof()` (semantics 129, 170).
+    pub(crate) fn write_eof(&self) -> Result<(), TransportError> {
+        match self.kind {
+            StreamKind::ReadPipe => {
+                return Err(TransportError::NotSupported("write_eof() on a read pipe"))
+            }
+            StreamKind::WritePipe => {
+                self.close();
+                return Ok(());
+            }
+            StreamKind::Socket => {}
+        }
+        if self.closing.get() || self.eof_requested.replace(true) {
+            return Ok(());
+        }
+        self.write_blocked.set(true);
+        if self.write_op.get().is_none() && self.wbuf.borrow().is_empty() {
+            self.send_eof();
+        }
+        Ok(())
+    }
+
+    /// `shutdown(SHUT_WR)`, exactly once.
+    fn send_eof(&self) {
+        if self.eof_sent.replace(true) {
+            return;
+        }
+        if let Some(fd) = self.fd.borrow().as_ref() {
+            if let Err(err) = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Write) {
+                tracing::debug!("shutdown(SHUT_WR) failed: {err}");
+            }
+        }
+    }
+
+    /// Pauses the protocol if the buffer went above the high mark.
+    #[inline]
+    pub(crate) fn check_flow_grow(&self) {
+        let mut flow = self.flow.get();
+        let signal = flow.after_grow(self.buffered());
+        self.flow.set(flow);
+        if signal != FlowSignal::None {
+            self.signal_flow(signal);
+        }
+    }
+
+    /// Resumes the protocol if the buffer dropped to the low mark.
+    #[inline]
+    pub(crate) fn check_flow_shrink(&self) {
+        let mut flow = self.flow.get();
+        if !flow.is_paused() {
+            return;
+        }
+        let signal = flow.after_shrink(self.buffered());
+        self.flow.set(flow);
+        if signal != FlowSignal::None {
+            self.signal_flow(signal);
+        }
+    }
+
+    /// Tells the protocol to pause or resume, now or (if it is busy) right after its current
+    /// method returns. A panic is reported and the transport carries on (semantics 140).
+    fn signal_flow(&self, signal: FlowSignal) {
+        let Some(protocol) = self.protocol.borrow().clone() else {
+            return;
+        };
+        let Ok(mut guard) = protocol.try_borrow_mut() else {
+            self.deferred_flow.borrow_mut().push(signal);
+            return;
+        };
+        let method = match signal {
+            FlowSignal::Pause => "pause_writing",
+            _ => "resume_writing",
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match signal {
+            FlowSignal::Pause => guard.pause_writing(),
+            _ => guard.resume_writing(),
+        }));
+        drop(guard);
+        if let Err(payload) = outcome {
+            let error = super::panic_error(method, &*payload);
+            self.lp.call_exception_handler(
+                ringloop_runtime::ExceptionContext::new(format!("protocol.{method}() failed"))
+                    .with_error(ringloop_runtime::LoopError::from(error)),
+            );
+        }
+        // Writes made inside pause_writing/resume_writing may have raised a signal meanwhile.
+        if !self.deferred_flow.borrow().is_empty() {
+            self.deliver_deferred_flow();
+        }
+    }
+
+    /// Delivers flow signals raised while the protocol was busy.
+    pub(crate) fn deliver_deferred_flow(&self) {
+        let signals = std::mem::take(&mut *self.deferred_flow.borrow_mut());
+        for signal in signals {
+            self.signal_flow(signal);
+        }
+    }
+
+    /// The write pipe's watch for its reader going away (semantics 171).
+    pub(crate) fn arm_watch(&self) {
+        let Some(token) = self.token.get() else {
+            return;
+        };
+        let events = (libc::POLLERR | libc::POLLHUP) as u32;
+        if let Ok(id) = self
+            .lp
+            .submit(op::PollAdd::new(self.raw_fd.get(), events), token)
+        {
+            self.watch_op.set(Some(id));
+        }
+    }
+
+    /// The reader of a write pipe closed: lose the connection, with `BrokenPipe` if data
+    /// was still buffered.
+    pub(crate) fn watch_completed(&self, completion: Completion) {
+        self.watch_op.set(None);
+        if completion.result.is_err() || self.closing.get() {
+            return;
+        }
+        if self.buffered() == 0 {
+            self.close();
+        } else {
+            self.force_close(Some(std::io::Error::from_raw_os_error(libc::EPIPE)));
+        }
+    }
+}
+
+impl Flush for StreamInner {
+    fn flush(&self) {
+        self.listed.set(false);
+        self.submit_write();
+        if !self.deferred_flow.borrow().is_empty() {
+            self.deliver_deferred_flow();
+        }
+    }
+}

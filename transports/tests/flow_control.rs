@@ -1,0 +1,119 @@
+//! Write flow control on a real connection (section K): a writer outpacing a slow reader.
+
+mod support;
+
+use std::cell::RefCell;
+use std::io::Read;
+use std::net::TcpListener;
+use std::rc::Rc;
+use std::time::Duration;
+
+use ringloop_runtime::LoopError;
+use ringloop_transports::{ConnectOptions, EventLoopExt, Protocol, Transport};
+use support::{new_loop, run};
+
+#[derive(Default)]
+struct FlowRecorder {
+    transport: Option<Transport>,
+    /// (paused?, buffer size when told)
+    signals: Vec<(bool, usize)>,
+}
+
+impl Protocol for FlowRecorder {
+    fn connection_made(&mut self, t: &Transport) {
+        self.transport = Some(t.clone());
+    }
+    fn pause_writing(&mut self) {
+        let size = self
+            .transport
+            .as_ref()
+            .map_or(0, Transport::get_write_buffer_size);
+        self.signals.push((true, size));
+    }
+    fn resume_writing(&mut self) {
+        let size = self
+            .transport
+            .as_ref()
+            .map_or(0, Transport::get_write_buffer_size);
+        self.signals.push((false, size));
+    }
+}
+
+#[test]
+fn pause_above_high_resume_at_low_alternating() {
+    // semantics 135, 136, 137, 141
+    let (lp, reports) = new_loop();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    const TOTAL: usize = 8 << 20;
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return got,
+                Ok(n) => got += n,
+                Err(e) => panic!("{e}"),
+            }
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    });
+    let lp2 = lp.clone();
+    let signals = run(&lp, 60, async move {
+        let (t, p) = lp2
+            .create_connection(
+                FlowRecorder::default,
+                "127.0.0.1",
+                port,
+                ConnectOptions::default(),
+            )
+            .await?;
+        assert_eq!(t.get_write_buffer_limits(), (16384, 65536));
+        t.set_write_buffer_limits(Some(128 * 1024), None).unwrap();
+        assert_eq!(t.get_write_buffer_limits(), (32768, 131072));
+        assert!(t.set_write_buffer_limits(Some(1), Some(2)).is_err());
+        let chunk = vec![7u8; 48 * 1024];
+        let mut sent = 0;
+        while sent < TOTAL {
+            if t.is_writing_paused() {
+                lp2.sleep(0.001).await?;
+                continue;
+            }
+            t.write(&chunk).unwrap();
+            sent += chunk.len();
+        }
+        t.close();
+        while !t.is_closing() || t.fileno() != -1 {
+            lp2.sleep(0.01).await?;
+        }
+        let signals = p.borrow().signals.clone();
+        Ok::<_, LoopError>(signals)
+    })
+    .unwrap();
+    assert_eq!(
+        reader.join().unwrap(),
+        TOTAL.div_ceil(48 * 1024) * 48 * 1024
+    );
+    assert!(
+        signals.len() >= 4,
+        "several pause/resume rounds: {signals:?}"
+    );
+    for (i, (paused, size)) in signals.iter().enumerate() {
+        assert_eq!(
+            *paused,
+            i % 2 == 0,
+            "strict alternation starting with a pause: {signals:?}"
+        );
+        if *paused {
+            assert!(
+                *size > 128 * 1024,
+                "paused only strictly above high: {signals:?}"
+            );
+        } else {
+            assert!(*size <= 32 * 1024, "resumed at low or below: {signals:?}");
+        }
+    }
+    assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
+    let _ = Rc::new(RefCell::new(()));
+}

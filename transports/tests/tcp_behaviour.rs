@@ -1,0 +1,594 @@
+//! Stream transport behaviour over loopback TCP: half-close, close and abort, resets,
+//! pausing, misuse (section J), servers (section I) and connection options (section H).
+
+mod support;
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::rc::Rc;
+use std::time::Duration;
+
+use ringloop_runtime::{EventLoop, LoopError};
+use ringloop_transports::{
+    errno_of, Address, ConnectOptions, EventLoopExt, ExtraInfo, Protocol, ServerOptions, Transport,
+    TransportError,
+};
+use support::{new_loop, recorder, run, Event, Recorder};
+
+/// A std listener on loopback and its port.
+fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+async fn connect(
+    lp: &EventLoop,
+    port: u16,
+    proto: Recorder,
+) -> Result<(Transport, Rc<RefCell<Recorder>>), LoopError> {
+    let cell = RefCell::new(Some(proto));
+    lp.create_connection(
+        move || cell.take().unwrap(),
+        "127.0.0.1",
+        port,
+        ConnectOptions::default(),
+    )
+    .await
+}
+
+#[test]
+fn half_close_keeps_the_other_direction_open() {
+    // semantics 113, 129, 208: eof_received() -> true keeps the connection half-open.
+    let (lp, reports) = new_loop();
+    let (l, port) = listener();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap(); // until our write_eof
+        s.write_all(b"reply after your eof").unwrap();
+        got
+    });
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let (proto, lost) = recorder(&lp2);
+        let (t, p) = connect(&lp2, port, proto).await?;
+        assert!(t.can_write_eof());
+        t.write(b"request").unwrap();
+        t.write_eof().unwrap();
+        t.write_eof().unwrap(); // a second write_eof is a no-op
+        assert_eq!(t.write(b"x"), Err(TransportError::WriteAfterEof("write")));
+        assert_eq!(
+            t.writelines([b"x"]),
+            Err(TransportError::WriteAfterEof("writelines"))
+        );
+        lost.await?;
+        assert_eq!(
+            p.borrow().shape(),
+            vec![
+                Event::Made,
+                Event::Data(b"reply after your eof".to_vec()),
+                Event::Eof,
+                Event::Lost(None)
+            ]
+        );
+        // Still an error after close (semantics 124).
+        assert_eq!(t.write(b"x"), Err(TransportError::WriteAfterEof("write")));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(peer.join().unwrap(), b"request");
+    assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
+}
+
+#[test]
+fn close_flushes_then_loses_the_connection_later() {
+    // semantics 119: close() flushes; connection_lost(None) is never synchronous.
+    let (lp, _) = new_loop();
+    let (l, port) = listener();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let lp2 = lp.clone();
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let expected = payload.clone();
+    run(&lp, 10, async move {
+        let (proto, lost) = recorder(&lp2);
+        let (t, p) = connect(&lp2, port, proto).await?;
+        t.write(&payload).unwrap();
+        t.close();
+        assert!(t.is_closing());
+        assert!(!t.is_reading());
+        assert!(
+            !p.borrow()
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Lost(_))),
+            "not synchronous"
+        );
+        t.close(); // idempotent
+        t.write(b"dropped").unwrap(); // silently dropped (semantics 125)
+        lost.await?;
+        // 300 kB is above the high mark: one pause, one resume, then the end.
+        assert_eq!(
+            p.borrow().shape(),
+            vec![
+                Event::Made,
+                Event::PauseWriting,
+                Event::ResumeWriting,
+                Event::Lost(None)
+            ]
+        );
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(peer.join().unwrap(), expected);
+}
+
+#[test]
+fn abort_discards_and_loses_once() {
+    // semantics 121, 122
+    let (lp, _) = new_loop();
+    let (l, port) = listener();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    });
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let (proto, lost) = recorder(&lp2);
+        let (t, p) = connect(&lp2, port, proto).await?;
+        t.set_write_buffer_limits(Some(0), None).unwrap();
+        t.write(b"never sent: aborted in the same iteration")
+            .unwrap();
+        assert!(t.is_writing_paused());
+        t.close();
+        t.abort();
+        t.abort();
+        lost.await?;
+        // No resume_writing after abort; exactly one connection_lost.
+        assert_eq!(
+            p.borrow().shape(),
+            vec![Event::Made, Event::PauseWriting, Event::Lost(None)]
+        );
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(peer.join().unwrap(), b"");
+}
+
+#[test]
+fn peer_reset_gives_connection_reset() {
+    // semantics 117, 51: ECONNRESET reaches connection_lost, not the exception handler.
+    let (lp, reports) = new_loop();
+    let (l, port) = listener();
+    let (connected, wait_connected) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        // Reset only once our side saw the connect complete.
+        wait_connected.recv().unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s); // RST
+    });
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let (proto, lost) = recorder(&lp2);
+        let (_t, p) = connect(&lp2, port, proto).await?;
+        connected.send(()).unwrap();
+        lost.await?;
+        assert_eq!(
+            p.borrow().events.last(),
+            Some(&Event::Lost(Some(std::io::ErrorKind::ConnectionReset)))
+        );
+        Ok(())
+    })
+    .unwrap();
+    peer.join().unwrap();
+    assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
+}
+
+#[test]
+fn pause_reading_in_connection_made_loses_nothing() {
+    // semantics 111, 131
+    struct PausedAtStart(Recorder);
+    impl Protocol for PausedAtStart {
+        fn connection_made(&mut self, t: &Transport) {
+            self.0.connection_made(t);
+            t.pause_reading();
+            t.pause_reading();
+            assert!(!t.is_reading());
+        }
+        fn data_received(&mut self, d: &[u8]) {
+            self.0.data_received(d)
+        }
+        fn eof_received(&mut self) -> bool {
+            self.0.eof_received()
+        }
+        fn connection_lost(&mut self, e: Option<std::io::Error>) {
+            self.0.connection_lost(e)
+        }
+    }
+    let (lp, _) = new_loop();
+    let (l, port) = listener();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"sent while paused").unwrap();
+    });
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let (proto, lost) = recorder(&lp2);
+        let cell = RefCell::new(Some(PausedAtStart(proto)));
+        let (t, p) = lp2
+            .create_connection(
+                move || cell.take().unwrap(),
+                "127.0.0.1",
+                port,
+                ConnectOptions::default(),
+            )
+            .await?;
+        lp2.sleep(0.2).await?;
+        assert_eq!(
+            p.borrow().0.events,
+            vec![Event::Made],
+            "nothing delivered while paused"
+        );
+        t.resume_reading();
+        t.resume_reading();
+        assert!(t.is_reading());
+        lost.await?;
+        assert_eq!(
+            p.borrow().0.shape(),
+            vec![
+                Event::Made,
+                Event::Data(b"sent while paused".to_vec()),
+                Event::Eof,
+                Event::Lost(None)
+            ]
+        );
+        assert!(!t.is_reading());
+        t.pause_reading(); // no-ops after close
+        t.resume_reading();
+        Ok(())
+    })
+    .unwrap();
+    peer.join().unwrap();
+}
+
+#[test]
+fn server_close_leaves_connections_working() {
+    // semantics 98, 103, 104
+    let (lp, reports) = new_loop();
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let server = lp2
+            .create_server(
+                || Recorder {
+                    echo: true,
+                    ..Recorder::default()
+                },
+                "127.0.0.1",
+                0,
+                ServerOptions::default(),
+            )
+            .await?;
+        assert!(server.is_serving());
+        let port = server.sockets()[0]
+            .sockname
+            .as_ref()
+            .and_then(Address::port)
+            .unwrap();
+        let (proto, lost) = recorder(&lp2);
+        let (t, p) = connect(&lp2, port, proto).await?;
+        server.close();
+        // Listening stops at once (semantics 104): a connect right now is refused.
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+        server.close();
+        assert!(server.sockets().is_empty());
+        assert!(!server.is_serving());
+        // The live connection still echoes.
+        t.write(b"still here").unwrap();
+        for _ in 0..100 {
+            if p.borrow().data() == b"still here" {
+                break;
+            }
+            lp2.sleep(0.01).await?;
+        }
+        assert_eq!(p.borrow().data(), b"still here");
+        // New connections are refused.
+        let refused = connect(&lp2, port, Recorder::default())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            refused.as_io().map(|e| e.kind()),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        // wait_closed returns only once the connection is gone.
+        let waiter = lp2.create_task({
+            let server = server.clone();
+            async move { server.wait_closed().await }
+        })?;
+        lp2.sleep(0.05).await?;
+        assert!(!waiter.done());
+        t.close();
+        lost.await?;
+        waiter.await?;
+        server.wait_closed().await?;
+        Ok(())
+    })
+    .unwrap();
+    assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
+}
+
+#[test]
+fn start_serving_false_does_not_listen() {
+    // semantics 100
+    let (lp, _) = new_loop();
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let server = lp2
+            .create_server(
+                Recorder::default,
+                "127.0.0.1",
+                0,
+                ServerOptions {
+                    start_serving: false,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        assert!(!server.is_serving());
+        let port = server.sockets()[0]
+            .sockname
+            .as_ref()
+            .and_then(Address::port)
+            .unwrap();
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "not listening yet"
+        );
+        server.start_serving()?;
+        server.start_serving()?;
+        assert!(server.is_serving());
+        let (t, _p) = connect(&lp2, port, Recorder::default()).await?;
+        t.close();
+        server.close();
+        server.wait_closed().await?;
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn empty_host_binds_every_family_v6_only() {
+    // semantics 88, 89, 91
+    let (lp, _) = new_loop();
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let server = lp2
+            .create_server(
+                || Recorder {
+                    echo: true,
+                    ..Recorder::default()
+                },
+                "",
+                0,
+                ServerOptions::default(),
+            )
+            .await?;
+        let sockets = server.sockets();
+        assert!(!sockets.is_empty());
+        for s in &sockets {
+            let addr = s.sockname.clone().unwrap();
+            assert_ne!(addr.port(), Some(0));
+            let host = if addr.as_inet().unwrap().is_ipv6() {
+                "::1"
+            } else {
+                "127.0.0.1"
+            };
+            let (proto, lost) = recorder(&lp2);
+            let cell = RefCell::new(Some(proto));
+            let (t, p) = lp2
+                .create_connection(
+                    move || cell.take().unwrap(),
+                    host,
+                    addr.port().unwrap(),
+                    ConnectOptions::default(),
+                )
+                .await?;
+            t.write(b"x").unwrap();
+            t.write_eof().unwrap();
+            lost.await?;
+            assert_eq!(p.borrow().data(), b"x");
+        }
+        server.close();
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn local_addr_is_bound_and_conflicts_are_reported() {
+    // semantics 79, 83
+    let (lp, _) = new_loop();
+    let (l, port) = listener();
+    let accepter = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        s
+    });
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let free_port = listener().1;
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let options = ConnectOptions {
+            local_addr: Some(("127.0.0.1".into(), free_port)),
+            ..Default::default()
+        };
+        let (t, _) = lp2
+            .create_connection(Recorder::default, "127.0.0.1", port, options)
+            .await?;
+        assert_eq!(t.sockname().and_then(|a| a.port()), Some(free_port));
+        let fd = match t.get_extra_info("socket") {
+            Some(ExtraInfo::Fd(fd)) => fd,
+            other => panic!("{other:?}"),
+        };
+        assert!(fd >= 0);
+        t.close();
+        let options = ConnectOptions {
+            local_addr: Some(("127.0.0.1".into(), taken_port)),
+            ..Default::default()
+        };
+        let err = lp2
+            .create_connection(Recorder::default, "127.0.0.1", port, options)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        let io = err.as_io().unwrap();
+        assert_eq!(errno_of(io), Some(libc::EADDRINUSE));
+        assert!(
+            io.to_string().starts_with(&format!(
+                "error while attempting to bind on address ('127.0.0.1', {taken_port}): address"
+            )),
+            "{io}"
+        );
+        Ok(())
+    })
+    .unwrap();
+    let s = accepter.join().unwrap();
+    // TCP_NODELAY was set on our side; check that the peer sees a connection.
+    assert!(s.peer_addr().is_ok());
+}
+
+#[test]
+fn nodelay_is_set_and_sock_option_is_used() {
+    // semantics 83, 75
+    let (lp, _) = new_loop();
+    let (l, port) = listener();
+    let std_sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (_peer, _) = l.accept().unwrap();
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let sock = socket2::Socket::from(std_sock);
+        let options = ConnectOptions {
+            sock: Some(sock),
+            ..Default::default()
+        };
+        let (t, _) = lp2
+            .create_connection(Recorder::default, "", None::<u16>, options)
+            .await?;
+        let fd = t.fileno();
+        let nodelay = {
+            let std = TcpStream::connect(("127.0.0.1", port)); // unrelated; keeps the listener busy
+            drop(std);
+            // Read TCP_NODELAY through a borrowed view of the transport's fd.
+            let mut val: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: fd is the transport's open socket; val/len are valid out-pointers.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    (&mut val as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0);
+            val
+        };
+        assert_ne!(nodelay, 0, "TCP_NODELAY set");
+        t.close();
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let options = ConnectOptions {
+            sock: Some(sock),
+            ..Default::default()
+        };
+        let err = lp2
+            .create_connection(Recorder::default, "127.0.0.1", port, options)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "host/port and sock can not be specified at the same time"
+        );
+        let udp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        let options = ConnectOptions {
+            sock: Some(udp),
+            ..Default::default()
+        };
+        let err = lp2
+            .create_connection(Recorder::default, "", None::<u16>, options)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("A Stream Socket was expected"),
+            "{err}"
+        );
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn exception_in_data_received_is_fatal_and_reported() {
+    // semantics 116 (selector behaviour): handler called, connection_lost(error).
+    struct Boom(Recorder);
+    impl Protocol for Boom {
+        fn connection_made(&mut self, t: &Transport) {
+            self.0.connection_made(t)
+        }
+        fn data_received(&mut self, _d: &[u8]) {
+            panic!("boom");
+        }
+        fn connection_lost(&mut self, e: Option<std::io::Error>) {
+            self.0.connection_lost(e)
+        }
+    }
+    let (lp, reports) = new_loop();
+    let (l, port) = listener();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"trigger").unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let (proto, lost) = recorder(&lp2);
+        let cell = RefCell::new(Some(Boom(proto)));
+        let (_t, p) = lp2
+            .create_connection(
+                move || cell.take().unwrap(),
+                "127.0.0.1",
+                port,
+                ConnectOptions::default(),
+            )
+            .await?;
+        lost.await?;
+        assert!(matches!(
+            p.borrow().0.events.last(),
+            Some(Event::Lost(Some(_)))
+        ));
+        Ok(())
+    })
+    .unwrap();
+    peer.join().unwrap();
+    let reports = reports.borrow();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(
+        reports[0].starts_with("Fatal error: protocol.data_received() call failed."),
+        "{reports:?}"
+    );
+}
