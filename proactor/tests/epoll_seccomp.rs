@@ -124,6 +124,8 @@ fn auto_falls_back_to_epoll_when_seccomp_blocks_io_uring() {
         .iter()
         .filter(|(level, _)| *level == tracing::Level::WARN)
         .map(|(_, message)| message)
+        // The old-kernel test pass announces its own switch; that line is not the fallback's.
+        .filter(|message| !message.starts_with("RINGLOOP_URING_DISABLE"))
         .collect();
     assert_eq!(warnings, [&format!("{why}; using epoll")], "{logged:?}");
     // And the fallback works.
