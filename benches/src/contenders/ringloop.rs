@@ -8,8 +8,8 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use ringloop::runtime::{EventLoop, LoopError};
-use ringloop::transports::{EventLoopExt, Protocol, ServerOptions, Transport};
+use ringloop::transports::ServerOptions;
+use ringloop::{EventLoop, EventLoopExt, LoopError, Protocol, Transport};
 
 use super::http::{push_responses, RequestCounter};
 use super::{announce_ready, Mode, BACKLOG};
