@@ -35,6 +35,7 @@ use crate::handle::{CallbackCell, CallbackOutput, Handle, Runnable, TimerCell, T
 use crate::io::IoRegistry;
 use crate::signal::SignalState;
 use crate::task::TaskRegistry;
+use crate::task_factory::TaskFactory;
 use crate::threadsafe::{LoopHandle, Remote, Shared};
 use crate::timer::TimerHeap;
 use crate::waker;
@@ -63,9 +64,11 @@ pub(crate) struct Inner {
     pub(crate) precise_timers: Cell<bool>,
     pub(crate) exception_handler: RefCell<Option<ExceptionHandler>>,
     pub(crate) executor: RefCell<ExecutorSlot>,
-    /// Futures waiting for executor jobs, by key (see `executor.rs`).
+    /// Futures waiting for executor jobs or for the default executor's shutdown, by key
+    /// (see `executor.rs`).
     pub(crate) executor_waiters: RefCell<Slab<Box<dyn Any>>>,
     pub(crate) signals: RefCell<SignalState>,
+    pub(crate) task_factory: RefCell<Option<TaskFactory>>,
 }
 
 /// An asyncio-style event loop on a ringloop proactor.
@@ -139,6 +142,7 @@ impl EventLoop {
             executor: RefCell::new(ExecutorSlot::default()),
             executor_waiters: RefCell::new(Slab::new()),
             signals: RefCell::new(SignalState::default()),
+            task_factory: RefCell::new(None),
         });
         waker::register_local_loop(id, Rc::downgrade(&inner));
         EventLoop { inner }

@@ -11,12 +11,15 @@ use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::LoopError;
 use crate::event_loop::EventLoop;
 use crate::future::Future;
+use crate::handle::TimerHandle;
 
 const PENDING: u8 = 0;
 const RUNNING: u8 = 1;
@@ -80,6 +83,17 @@ pub trait Executor: Send + Sync {
     /// Refuses new jobs and lets the workers exit once the queued jobs are done, without
     /// waiting for them (asyncio's `shutdown(wait=False)`).
     fn shutdown(&self);
+
+    /// [`shutdown`](Executor::shutdown), then blocks until the queued jobs are done and
+    /// the executor's threads have exited (asyncio's `shutdown(wait=True)`).
+    /// [`EventLoop::shutdown_default_executor`] calls it on a thread of its own.
+    ///
+    /// The default implementation only calls `shutdown`, which suits executors that own
+    /// no threads; an executor with threads should override it. Calling it from one of the
+    /// executor's own jobs would wait for itself.
+    fn shutdown_and_join(&self) {
+        self.shutdown();
+    }
 }
 
 struct PoolState {
@@ -92,7 +106,22 @@ struct PoolState {
 struct PoolShared {
     state: Mutex<PoolState>,
     available: Condvar,
+    /// Notified when `workers` drops to zero.
+    exited: Condvar,
     spawned: AtomicUsize,
+    /// The workers' join handles, for [`Executor::shutdown_and_join`] (at most
+    /// `max_workers`: workers only exit at shutdown).
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl PoolShared {
+    /// One worker fewer (it exited, or never started); called with the state locked.
+    fn worker_gone(&self, state: &mut PoolState) {
+        state.workers -= 1;
+        if state.workers == 0 {
+            self.exited.notify_all();
+        }
+    }
 }
 
 /// A thread pool that starts threads lazily, up to `max_workers`, named
@@ -130,7 +159,9 @@ impl ThreadPool {
                 shutdown: false,
             }),
             available: Condvar::new(),
+            exited: Condvar::new(),
             spawned: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
         });
         ThreadPool {
             _handles: Arc::new(ShutdownOnDrop(shared.clone())),
@@ -156,7 +187,7 @@ impl ThreadPool {
         std::thread::Builder::new()
             .name(format!("ringloop-executor-{n}"))
             .spawn(move || worker(&shared))
-            .map(drop)
+            .map(|thread| self.shared.threads.lock().push(thread))
     }
 }
 
@@ -175,7 +206,7 @@ fn worker(shared: &PoolShared) {
                     break Some(job);
                 }
                 if state.shutdown {
-                    state.workers -= 1;
+                    shared.worker_gone(&mut state);
                     break None;
                 }
                 state.idle += 1;
@@ -211,7 +242,7 @@ impl Executor for ThreadPool {
         if spawn {
             if let Err(err) = self.spawn_worker() {
                 let mut state = self.shared.state.lock();
-                state.workers -= 1;
+                self.shared.worker_gone(&mut state);
                 if state.workers == 0 {
                     state.jobs.clear();
                     return Err(err.into());
@@ -226,6 +257,21 @@ impl Executor for ThreadPool {
     fn shutdown(&self) {
         self.shared.state.lock().shutdown = true;
         self.shared.available.notify_all();
+    }
+
+    fn shutdown_and_join(&self) {
+        self.shutdown();
+        {
+            let mut state = self.shared.state.lock();
+            while state.workers > 0 {
+                self.shared.exited.wait(&mut state);
+            }
+        }
+        // Every worker has left its loop; joining waits for the threads' own exit.
+        let threads = std::mem::take(&mut *self.shared.threads.lock());
+        for thread in threads {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -256,6 +302,19 @@ impl ExecutorSlot {
             executor.shutdown();
         }
     }
+
+    /// Marks the slot shut down and hands the executor over, for the caller to shut down.
+    fn take_for_shutdown(&mut self) -> Option<Arc<dyn Executor>> {
+        self.shut_down = true;
+        self.executor.take()
+    }
+}
+
+/// What `shutdown_default_executor` leaves in the executor waiters' slab: the future to
+/// complete once the threads are joined, and the timeout's timer to cancel then.
+struct ShutdownWaiter {
+    fut: Future<()>,
+    timer: Option<TimerHandle>,
 }
 
 impl EventLoop {
@@ -365,10 +424,105 @@ impl EventLoop {
         drop(old);
     }
 
-    /// Shuts the default executor down without waiting for its jobs; afterwards
-    /// `run_in_executor(None, …)` fails with [`LoopError::ExecutorShutdown`] (semantics 65).
-    /// `close()` does this too.
-    pub fn shutdown_default_executor(&self) {
-        self.inner.executor.borrow_mut().shutdown();
+    /// Shuts the default executor down and returns a future that completes once its
+    /// threads have been joined (asyncio's `shutdown_default_executor(timeout)`,
+    /// semantics 64–65). Await it from a task, or `run_until_complete` it.
+    ///
+    /// From this call on, `run_in_executor(None, …)` fails with
+    /// [`LoopError::ExecutorShutdown`]. Jobs already queued still run; a thread of its own
+    /// waits for them ([`Executor::shutdown_and_join`]), so the loop keeps running
+    /// meanwhile. With `timeout`, the future completes after at most `timeout` even if the
+    /// threads are still busy, and a warning is logged through `tracing`:
+    /// `The executor did not finishing joining its threads within N seconds.` (asyncio's
+    /// wording). With `None` it waits as long as it takes. Without a default executor
+    /// (none was ever used) the future is complete at once.
+    ///
+    /// # Differences from asyncio
+    /// The shutdown happens at the call, not when the returned future is first awaited;
+    /// dropping the future does not undo it. asyncio emits a `RuntimeWarning`; ringloop
+    /// logs at WARN level.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use ringloop_runtime::{EventLoop, LoopError};
+    ///
+    /// let lp = EventLoop::new()?;
+    /// let job = lp.run_in_executor(None, || 6 * 7)?;
+    /// assert_eq!(lp.run_until_complete(job)?, 42);
+    /// lp.run_until_complete(lp.shutdown_default_executor(Some(Duration::from_secs(300))))?;
+    /// assert!(matches!(lp.run_in_executor(None, || ()), Err(LoopError::ExecutorShutdown)));
+    /// # Ok::<(), LoopError>(())
+    /// ```
+    ///
+    /// The future fails with [`LoopError::Io`] if the joining thread cannot be started
+    /// (the executor is then shut down without waiting).
+    pub fn shutdown_default_executor(&self, timeout: Option<Duration>) -> Future<()> {
+        let fut = self.create_future::<()>();
+        let executor = self.inner.executor.borrow_mut().take_for_shutdown();
+        let Some(executor) = executor else {
+            let _ = fut.set_result(());
+            return fut;
+        };
+        let timer = match timeout {
+            Some(timeout) => {
+                let expired = fut.clone();
+                let secs = timeout.as_secs_f64();
+                self.call_later(timeout, move || {
+                    if !expired.done() {
+                        tracing::warn!(
+                            "The executor did not finishing joining its threads within {secs} seconds."
+                        );
+                        let _ = expired.set_result(());
+                    }
+                })
+                .ok()
+            }
+            None => None,
+        };
+        let key = self
+            .inner
+            .executor_waiters
+            .borrow_mut()
+            .insert(Box::new(ShutdownWaiter {
+                fut: fut.clone(),
+                timer,
+            }));
+        let handle = self.handle();
+        let joined = executor.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ringloop-executor-shutdown".into())
+            .spawn(move || {
+                joined.shutdown_and_join();
+                // A closed loop has dropped the waiter; nobody is left to tell.
+                let _ = handle.with_loop(move |lp| lp.finish_shutdown(key));
+            });
+        if let Err(err) = spawned {
+            executor.shutdown();
+            let waiter = self.inner.executor_waiters.borrow_mut().try_remove(key);
+            if let Some(timer) = waiter
+                .and_then(|w| w.downcast::<ShutdownWaiter>().ok())
+                .and_then(|w| w.timer)
+            {
+                timer.cancel();
+            }
+            let _ = fut.set_exception(err.into());
+        }
+        fut
+    }
+
+    /// The joining thread of `shutdown_default_executor` is done.
+    fn finish_shutdown(&self, key: usize) {
+        let waiter = self.inner.executor_waiters.borrow_mut().try_remove(key);
+        let Some(waiter) = waiter else { return };
+        let Ok(waiter) = waiter.downcast::<ShutdownWaiter>() else {
+            unreachable!("executor waiter {key} is not a shutdown waiter");
+        };
+        if let Some(timer) = &waiter.timer {
+            timer.cancel();
+        }
+        if !waiter.fut.done() {
+            let _ = waiter.fut.set_result(());
+        }
     }
 }

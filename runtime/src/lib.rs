@@ -34,10 +34,12 @@
 //! - `handle`, `timer`, `clock`: scheduled callbacks, the timer heap, the loop clock.
 //! - `future`, `task`, `step`, `waker`, `sleep`: futures, tasks, the step context that
 //!   routes cancellation, task wakers, `sleep`.
+//! - `task_factory`: the hook every `create_task` passes its future through.
 //! - `io`: I/O handler registration and one-shot ops, for transports.
 //! - `accept`: multishot accept handing over owned connections, for servers.
 //! - `loop_local`: per-loop values and before-poll hooks, for layers above the loop.
-//! - `threadsafe`: [`LoopHandle`] for other threads.
+//! - `threadsafe`: [`LoopHandle`] for other threads, [`ThreadsafeHandle`] to cancel their
+//!   callbacks.
 //! - `executor`: `run_in_executor` and the default thread pool.
 //! - `signal`: `add_signal_handler` over a self-pipe.
 //! - `policy`: current and running loop, the event loop policy.
@@ -61,6 +63,7 @@ mod signal;
 mod sleep;
 mod step;
 mod task;
+mod task_factory;
 mod threadsafe;
 mod timer;
 mod waker;
@@ -85,7 +88,8 @@ pub use runner::run;
 pub use signal::NSIG;
 pub use sleep::{sleep, Sleep};
 pub use task::Task;
-pub use threadsafe::LoopHandle;
+pub use task_factory::{TaskFactory, TaskFuture};
+pub use threadsafe::{LoopHandle, ThreadsafeHandle};
 
 /// The user guide's chapters (`docs/runtime/`), compiled and run as doctests so that every
 /// example in them works.

@@ -212,8 +212,10 @@ impl EventLoop {
         self.inner.shared.drain_into(&mut batch);
         for item in batch.drain(..) {
             match item {
-                Remote::Call(callback) => {
-                    let _ = self.call_soon(callback);
+                // A callback cancelled on its way here is not queued at all.
+                Remote::Call(call) if call.is_cancelled() => drop(call),
+                Remote::Call(call) => {
+                    let _ = self.call_soon(move || call.run());
                 }
                 Remote::WithLoop(work) => {
                     let lp = self.clone();

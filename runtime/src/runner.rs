@@ -1,15 +1,23 @@
 //! [`run`]: the one-call entry point (asyncio's `asyncio.run`): a fresh loop that runs one
 //! future, then cancels what is left, shuts the executor down and closes.
 
+use std::time::Duration;
+
 use crate::error::LoopError;
 use crate::event_loop::EventLoop;
 use crate::policy;
+
+/// How long [`run`] waits for the default executor's threads (asyncio's
+/// `constants.THREAD_JOIN_TIMEOUT`).
+const THREAD_JOIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs `main` on a new event loop and returns its output, like `asyncio.run(main())`.
 ///
 /// The loop is made current for the duration (`get_event_loop()` works inside), and once
 /// `main` is done every task still pending is cancelled and run until it finishes, the
-/// default executor is shut down, the current loop is reset to none and the loop is closed.
+/// default executor is shut down and its threads joined (waiting at most 300 s, asyncio's
+/// `THREAD_JOIN_TIMEOUT`, see [`EventLoop::shutdown_default_executor`]), the current loop
+/// is reset to none and the loop is closed.
 ///
 /// # Examples
 /// ```
@@ -39,11 +47,12 @@ where
     policy::set_event_loop(Some(lp.clone()));
     let outcome = lp.run_until_complete(main);
     let finished = lp.cancel_all_tasks();
-    lp.shutdown_default_executor();
+    let shut_down = lp.run_until_complete(lp.shutdown_default_executor(Some(THREAD_JOIN_TIMEOUT)));
     policy::set_event_loop(None);
     let closed = lp.close();
     let value = outcome?;
     finished?;
+    shut_down?;
     closed?;
     Ok(value)
 }

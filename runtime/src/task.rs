@@ -494,14 +494,42 @@ impl EventLoop {
     /// raises: `Ok` is the result, `Err(LoopError::Cancelled)` cancels the task, another
     /// error is the task's exception. A panic is caught and becomes the exception.
     ///
+    /// With a task factory set ([`set_task_factory`](EventLoop::set_task_factory)), the
+    /// factory is called here, synchronously, and the task runs the future it returns
+    /// (semantics 61).
+    ///
     /// # Errors
-    /// [`LoopError::LoopClosed`] if the loop is closed (semantics 23).
+    /// [`LoopError::LoopClosed`] if the loop is closed (semantics 23), also when the task
+    /// factory closed it.
     pub fn create_task<F, T>(&self, future: F) -> Result<Task<T>, LoopError>
     where
         F: std::future::Future<Output = Result<T, LoopError>> + 'static,
         T: 'static,
     {
         self.check_closed()?;
+        let number = NEXT_TASK_NUMBER.fetch_add(1, Ordering::Relaxed);
+        // Cloned out of the cell: the factory may call back into the loop (even
+        // `create_task` or `set_task_factory`).
+        let factory = self.inner.task_factory.borrow().clone();
+        match factory {
+            None => Ok(self.spawn_task(number, future)),
+            Some(factory) => {
+                let name = format!("Task-{number}");
+                let future = crate::task_factory::apply(&factory, self, &name, future);
+                drop(factory);
+                // The factory is user code: it may have closed the loop.
+                self.check_closed()?;
+                Ok(self.spawn_task(number, future))
+            }
+        }
+    }
+
+    /// Builds task number `number` around `future` and schedules its first step.
+    fn spawn_task<F, T>(&self, number: u64, future: F) -> Task<T>
+    where
+        F: std::future::Future<Output = Result<T, LoopError>> + 'static,
+        T: 'static,
+    {
         let (key, generation) = self.inner.tasks.borrow_mut().reserve();
         let waker = Waker::from(Arc::new(TaskWaker {
             shared: self.inner.shared.clone(),
@@ -512,7 +540,7 @@ impl EventLoop {
             lp: Rc::downgrade(&self.inner),
             key,
             generation,
-            number: NEXT_TASK_NUMBER.fetch_add(1, Ordering::Relaxed),
+            number,
             result: FutureCore::new(self, true),
             this: this.clone(),
             future: RefCell::new(Some(future)),
@@ -529,10 +557,10 @@ impl EventLoop {
             .borrow_mut()
             .insert(key, generation, cell.clone());
         self.push_ready(cell.clone());
-        Ok(Task {
+        Task {
             result,
             control: cell,
-        })
+        }
     }
 
     /// How many tasks of this loop are not done yet.

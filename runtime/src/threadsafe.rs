@@ -1,6 +1,7 @@
 //! The thread-safe side of a loop: [`LoopHandle`], the `Send + Sync` handle other threads
-//! use to schedule callbacks (`call_soon_threadsafe`) and stop the loop, and the queue it
-//! feeds.
+//! use to schedule callbacks (`call_soon_threadsafe`) and stop the loop, the
+//! [`ThreadsafeHandle`] that cancels such a callback from any thread, and the queue they
+//! feed.
 //!
 //! Other threads never touch the loop's `!Send` state: they push to a mutex-protected
 //! queue and wake the proactor (one atomic operation when the loop is awake, an eventfd
@@ -20,8 +21,8 @@ use crate::event_loop::EventLoop;
 
 /// Work sent to the loop from any thread.
 pub(crate) enum Remote {
-    /// A `call_soon_threadsafe` callback.
-    Call(Box<dyn FnOnce() + Send>),
+    /// A `call_soon_threadsafe` callback (shared with its [`ThreadsafeHandle`]).
+    Call(Arc<dyn RemoteCall>),
     /// Internal work that needs the loop (executor results, stop).
     WithLoop(Box<dyn FnOnce(&EventLoop) + Send>),
     /// A task's waker fired on another thread.
@@ -103,6 +104,88 @@ impl Shared {
     }
 }
 
+/// A `call_soon_threadsafe` callback as its queue entry and its handle see it.
+pub(crate) trait RemoteCall: Send + Sync {
+    /// Runs the callback unless it was cancelled (or already ran).
+    fn run(&self);
+    /// Cancels the callback, dropping it.
+    fn cancel(&self);
+    /// Whether `cancel` was called.
+    fn is_cancelled(&self) -> bool;
+    /// How the callback shows in `Debug`.
+    fn describe(&self) -> String;
+}
+
+/// The one allocation of a `call_soon_threadsafe`: the callback, taken out exactly once by
+/// whichever comes first, the loop running it or a `cancel` on any thread.
+struct RemoteCallCell<F> {
+    callback: Mutex<Option<F>>,
+    cancelled: AtomicBool,
+}
+
+impl<F: FnOnce() + Send> RemoteCall for RemoteCallCell<F> {
+    fn run(&self) {
+        // Taken out before the call: the lock is never held across user code.
+        let callback = self.callback.lock().take();
+        if let Some(callback) = callback {
+            callback();
+        }
+    }
+
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        // Dropped outside the lock: dropping the closure may run user code.
+        let callback = self.callback.lock().take();
+        drop(callback);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    fn describe(&self) -> String {
+        format!("<Handle {}>", std::any::type_name::<F>())
+    }
+}
+
+/// A handle to a callback scheduled with [`LoopHandle::call_soon_threadsafe`]: like
+/// [`Handle`](crate::Handle), but `Send + Sync`, so any thread may cancel it.
+///
+/// Cloning is cheap (a reference count).
+#[derive(Clone)]
+pub struct ThreadsafeHandle {
+    call: Arc<dyn RemoteCall>,
+}
+
+impl ThreadsafeHandle {
+    /// Cancels the callback, from any thread: if the loop has not started running it, it
+    /// never will, and the other callbacks keep their order (semantics 27). Idempotent.
+    /// The closure and everything it captured are dropped at once, on the calling thread
+    /// (semantics 28). A cancel that races with the loop starting the callback does not
+    /// stop it.
+    pub fn cancel(&self) {
+        if !self.call.is_cancelled() {
+            self.call.cancel();
+        }
+    }
+
+    /// Whether [`cancel`](ThreadsafeHandle::cancel) was called. Stays `false` after the
+    /// callback ran (semantics 27).
+    pub fn cancelled(&self) -> bool {
+        self.call.is_cancelled()
+    }
+}
+
+impl fmt::Debug for ThreadsafeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.call.describe())?;
+        if self.cancelled() {
+            f.write_str(" (cancelled)")?;
+        }
+        Ok(())
+    }
+}
+
 /// A `Send + Sync` handle to an [`EventLoop`], for other threads.
 ///
 /// Obtained with [`EventLoop::handle`]. Cheap to clone.
@@ -128,15 +211,21 @@ pub struct LoopHandle {
 impl LoopHandle {
     /// Schedules `callback` to run on the loop thread, in the same FIFO as
     /// [`EventLoop::call_soon`], and wakes the loop if it is blocked in the kernel
-    /// (semantics 29).
+    /// (semantics 29). The returned [`ThreadsafeHandle`] cancels it from any thread
+    /// (semantics 27).
     ///
     /// # Errors
     /// [`LoopError::LoopClosed`] if the loop is closed (semantics 23).
-    pub fn call_soon_threadsafe<F>(&self, callback: F) -> Result<(), LoopError>
+    pub fn call_soon_threadsafe<F>(&self, callback: F) -> Result<ThreadsafeHandle, LoopError>
     where
         F: FnOnce() + Send + 'static,
     {
-        self.shared.push(Remote::Call(Box::new(callback)))
+        let call: Arc<dyn RemoteCall> = Arc::new(RemoteCallCell {
+            callback: Mutex::new(Some(callback)),
+            cancelled: AtomicBool::new(false),
+        });
+        self.shared.push(Remote::Call(call.clone()))?;
+        Ok(ThreadsafeHandle { call })
     }
 
     /// Asks the loop to stop, from any thread: the same as

@@ -136,6 +136,97 @@ fn semantics_29_same_thread_threadsafe_calls_share_the_call_soon_fifo() {
     assert_eq!(log.get(), vec!["hello", "world"]);
 }
 
+#[test]
+fn semantics_27_threadsafe_handle_cancel_prevents_the_call_and_keeps_the_order() {
+    let (lp, reports) = recording_loop();
+    let handle = lp.handle();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
+    let handles = std::thread::spawn(move || {
+        let a = handle
+            .call_soon_threadsafe(move || l1.lock().unwrap().push("a"))
+            .unwrap();
+        let b = handle
+            .call_soon_threadsafe(move || l2.lock().unwrap().push("b"))
+            .unwrap();
+        let c = handle
+            .call_soon_threadsafe(move || l3.lock().unwrap().push("c"))
+            .unwrap();
+        // Cancelled on the scheduling thread, before the loop drains its queue.
+        b.cancel();
+        b.cancel(); // idempotent
+        (a, b, c)
+    })
+    .join()
+    .unwrap();
+    let (a, b, c) = handles;
+    assert!(b.cancelled());
+    assert!(format!("{b:?}").ends_with("(cancelled)"));
+    run_once(&lp);
+    assert_eq!(*log.lock().unwrap(), vec!["a", "c"]);
+    // Running does not mark a handle cancelled.
+    assert!(!a.cancelled());
+    assert!(!c.cancelled());
+    assert_no_reports(&reports);
+}
+
+#[test]
+fn semantics_27_28_threadsafe_handle_is_send_and_cancel_drops_the_callback() {
+    fn send_sync<T: Send + Sync + Clone>(_: &T) {}
+    let lp = new_loop();
+    let captured = Arc::new(());
+    let held = captured.clone();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let handle = lp
+        .handle()
+        .call_soon_threadsafe(move || {
+            let _keep = &held;
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    send_sync(&handle);
+    // Cancelled from another thread; the captures are dropped at once (semantics 28).
+    let remote = handle.clone();
+    std::thread::spawn(move || remote.cancel()).join().unwrap();
+    assert!(handle.cancelled());
+    assert_eq!(
+        Arc::strong_count(&captured),
+        1,
+        "the callback was not dropped"
+    );
+    run_once(&lp);
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "a cancelled callback ran");
+    assert_eq!(lp.ready_len(), 0);
+    // Cancelled after reaching the loop's ready queue, by a callback ahead of it.
+    let r = ran.clone();
+    let late = lp
+        .handle()
+        .call_soon_threadsafe(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    let canceller = late.clone();
+    lp.call_soon(move || canceller.cancel()).unwrap();
+    run_once(&lp);
+    assert!(late.cancelled());
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "a cancelled callback ran");
+    // After the callback ran, cancel() does not run or undo anything.
+    let r = ran.clone();
+    let handle = lp
+        .handle()
+        .call_soon_threadsafe(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    run_once(&lp);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert!(!handle.cancelled());
+    handle.cancel();
+    run_once(&lp);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
 /// Semantics 31, at the scale: 8 threads × 100,000 `call_soon_threadsafe` calls,
 /// interleaved with timer creation and cancellation on the loop. Every call is delivered
 /// exactly once, and each thread's calls run in the order it made them.

@@ -3,11 +3,12 @@
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use ringloop_runtime::{Executor, Job, LoopError, ThreadPool};
-use support::{assert_no_reports, new_loop, recording_loop};
+use support::{assert_no_reports, capture_logs, new_loop, recording_loop};
 
 #[test]
 fn semantics_62_runs_in_another_thread_and_63_threads_are_named() {
@@ -75,7 +76,11 @@ fn semantics_64_nothing_calls_back_after_cancel_and_close() {
         .run_in_executor(None, || std::thread::sleep(Duration::from_millis(50)))
         .unwrap();
     fut.cancel();
+    // Shut down without waiting for the join, then close: the joining thread's report
+    // finds the loop closed.
+    let shut_down = lp.shutdown_default_executor(None);
     lp.close().unwrap();
+    assert!(!shut_down.done());
     std::thread::sleep(Duration::from_millis(100));
     assert!(lp.is_closed());
     assert_no_reports(&reports);
@@ -84,7 +89,8 @@ fn semantics_64_nothing_calls_back_after_cancel_and_close() {
 #[test]
 fn semantics_65_shutdown_and_close_errors() {
     let lp = new_loop();
-    lp.shutdown_default_executor();
+    lp.run_until_complete(lp.shutdown_default_executor(None))
+        .unwrap();
     let err = lp.run_in_executor(None, || ()).unwrap_err();
     assert_eq!(err.to_string(), "Executor shutdown has been called");
     // A custom executor still works.
@@ -101,6 +107,110 @@ fn semantics_65_shutdown_and_close_errors() {
         pool.submit(Job::new(|| ())),
         Err(LoopError::ExecutorShutdown)
     ));
+}
+
+#[test]
+fn semantics_65_shutdown_default_executor_waits_for_jobs_and_joins_the_threads() {
+    let (lp, reports) = recording_loop();
+    let pool = ThreadPool::new(2);
+    lp.set_default_executor(Arc::new(pool.clone()));
+    let finished = Arc::new(AtomicBool::new(false));
+    let f = finished.clone();
+    let job = lp
+        .run_in_executor(None, move || {
+            std::thread::sleep(Duration::from_millis(50));
+            f.store(true, Ordering::SeqCst);
+        })
+        .unwrap();
+    assert_eq!(pool.workers(), 1);
+    let shut_down = lp.shutdown_default_executor(Some(Duration::from_secs(60)));
+    // Refused from the call on, before the future is awaited.
+    assert!(matches!(
+        lp.run_in_executor(None, || ()),
+        Err(LoopError::ExecutorShutdown)
+    ));
+    let logs = capture_logs(|| lp.run_until_complete(shut_down).unwrap());
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "completed before the job ran"
+    );
+    assert_eq!(pool.workers(), 0, "a worker thread is still alive");
+    assert!(logs.is_empty(), "unexpected logs: {logs:?}");
+    // The queued job's result still came back.
+    lp.run_until_complete(job).unwrap();
+    // The timeout's timer was cancelled once the threads were joined.
+    assert_eq!(lp.scheduled_timers(), lp.cancelled_timers());
+    assert_no_reports(&reports);
+}
+
+#[test]
+fn semantics_65_shutdown_default_executor_timeout_warns() {
+    let (lp, reports) = recording_loop();
+    let (release, wait) = mpsc::channel::<()>();
+    let job = lp
+        .run_in_executor(None, move || wait.recv().is_ok())
+        .unwrap();
+    // The timeout runs from the call (which also starts the joining thread).
+    let start = std::time::Instant::now();
+    let shut_down = lp.shutdown_default_executor(Some(Duration::from_millis(50)));
+    let logs = capture_logs(|| lp.run_until_complete(shut_down).unwrap());
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(50),
+        "done after {elapsed:?}: {logs:?}"
+    );
+    let warnings: Vec<_> = logs
+        .iter()
+        .filter(|(level, _)| *level == tracing::Level::WARN)
+        .map(|(_, message)| message.as_str())
+        .collect();
+    assert_eq!(
+        warnings,
+        ["The executor did not finishing joining its threads within 0.05 seconds."]
+    );
+    assert!(!job.done(), "the blocked job finished early");
+    assert!(matches!(
+        lp.run_in_executor(None, || ()),
+        Err(LoopError::ExecutorShutdown)
+    ));
+    // The job still runs to the end once released, and its result arrives.
+    release.send(()).unwrap();
+    assert!(lp.run_until_complete(job).unwrap());
+    assert_no_reports(&reports);
+}
+
+#[test]
+fn semantics_65_shutdown_without_a_default_executor_is_done_at_once() {
+    let lp = new_loop();
+    let shut_down = lp.shutdown_default_executor(Some(Duration::from_millis(1)));
+    assert!(shut_down.done());
+    assert_eq!(lp.scheduled_timers(), 0);
+    let logs = capture_logs(|| lp.run_until_complete(shut_down).unwrap());
+    assert!(logs.is_empty(), "unexpected logs: {logs:?}");
+    assert!(matches!(
+        lp.run_in_executor(None, || ()),
+        Err(LoopError::ExecutorShutdown)
+    ));
+}
+
+#[test]
+fn semantics_65_run_joins_the_default_executor_before_returning() {
+    let finished = Arc::new(AtomicBool::new(false));
+    let f = finished.clone();
+    ringloop_runtime::run(async move {
+        let lp = ringloop_runtime::get_running_loop()?;
+        // Not awaited: run() itself must wait for it while joining the threads.
+        let _job = lp.run_in_executor(None, move || {
+            std::thread::sleep(Duration::from_millis(50));
+            f.store(true, Ordering::SeqCst);
+        })?;
+        Ok::<_, LoopError>(())
+    })
+    .unwrap();
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "run() returned before the job ended"
+    );
 }
 
 #[test]

@@ -330,7 +330,7 @@ fn semantics_23_everything_after_close_is_loop_closed() {
     ));
     assert!(closed(lp.call_soon(|| ()).map(drop)));
     assert!(closed(lp.call_soon_threadsafe(|| ()).map(drop)));
-    assert!(closed(lp.handle().call_soon_threadsafe(|| ())));
+    assert!(closed(lp.handle().call_soon_threadsafe(|| ()).map(drop)));
     assert!(closed(lp.call_later(1.0, || ()).map(drop)));
     assert!(closed(lp.call_at(lp.time(), || ()).map(drop)));
     assert!(closed(
