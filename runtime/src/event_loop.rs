@@ -153,6 +153,17 @@ impl EventLoop {
         self.inner.backend
     }
 
+    /// The kernel features the loop's proactor uses (all off on epoll; defaults after
+    /// `close()`), for logs and benchmark reports.
+    pub fn features(&self) -> ringloop_proactor::Features {
+        self.inner
+            .proactor
+            .borrow()
+            .as_ref()
+            .map(|p| p.features().clone())
+            .unwrap_or_default()
+    }
+
     /// A `Send + Sync` handle for other threads (`call_soon_threadsafe`, `stop`).
     pub fn handle(&self) -> LoopHandle {
         LoopHandle {

@@ -301,3 +301,20 @@ fn unsafe_zeroed() -> libc::sockaddr_storage {
     // SAFETY: sockaddr_storage is plain data; all-zero bytes is a valid value.
     unsafe { std::mem::zeroed() }
 }
+
+/// The loop reports its proactor's features: some on io_uring, none on epoll.
+#[test]
+fn loop_reports_the_proactor_features_it_uses() {
+    let lp = ringloop_runtime::EventLoop::new().unwrap();
+    let features = lp.features();
+    match lp.backend() {
+        ringloop_runtime::proactor::BackendKind::IoUring => assert!(features.sq_entries > 0),
+        ringloop_runtime::proactor::BackendKind::Epoll => assert!(features.names().is_empty()),
+    }
+    lp.close().unwrap();
+    assert_eq!(
+        lp.features(),
+        Default::default(),
+        "a closed loop has no proactor"
+    );
+}

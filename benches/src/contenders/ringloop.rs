@@ -123,7 +123,10 @@ pub(crate) fn serve(backend: Backend, mode: Mode, port: u16) -> io::Result<()> {
             .unwrap_or(port);
         if let Err(e) = announce_ready(
             bound,
-            &format!("ringloop Protocol API, backend {}", lp2.backend()),
+            &format!(
+                "ringloop Protocol API, {}",
+                lp2.features().describe(lp2.backend())
+            ),
         ) {
             return Err(LoopError::from(e));
         }
