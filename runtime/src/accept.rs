@@ -74,10 +74,10 @@ impl IoHandler for Relay {
         }
         match completion.result {
             Ok(fd) => {
-                // SAFETY: this completion belongs to the `AcceptMulti` op this module
-                // submitted (the token is ours and only that op carries it); a successful
-                // accept's result is a new fd that nobody else owns, handed over exactly
-                // once, here.
+                // This completion belongs to the `AcceptMulti` op this module submitted (only
+                // that op carries our token).
+                // SAFETY: a successful accept's result is a new fd that nobody else owns,
+                // handed over exactly once, here.
                 let owned = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
                 self.handler.accepted(lp, Ok(owned));
                 if !completion.more {

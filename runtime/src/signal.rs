@@ -42,11 +42,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
         return;
     }
     let byte = sig as u8;
-    // SAFETY: `__errno_location` returns this thread's errno slot, valid for the thread's
-    // life; it is saved and restored so the interrupted code never sees our write's errno.
-    // `write` is async-signal-safe; it reads one byte from a live local. A full pipe
-    // (EAGAIN on the non-blocking write end) only loses a wake-up byte for a loop that is
-    // already thousands of signals behind.
+    // A full pipe (EAGAIN on the non-blocking write end) only loses a wake-up byte for a loop
+    // that is already thousands of signals behind.
+    // SAFETY: `__errno_location` is this thread's errno slot, saved and restored so the
+    // interrupted code never sees our errno; `write` is async-signal-safe and reads one
+    // byte from a live local.
     unsafe {
         let errno = libc::__errno_location();
         let saved = *errno;
