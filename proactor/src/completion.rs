@@ -29,9 +29,21 @@ pub struct Completion {
     pub op: Option<Op>,
     /// The received chunk of a multishot receive.
     pub buf: Option<RecvBuf>,
+    /// Whether a successful result is a new fd (accepts), also on multishot completions
+    /// that carry no op.
+    pub(crate) yields_fd: bool,
 }
 
 impl Completion {
+    /// The new fd this completion hands over (a successful accept, single or multishot),
+    /// which its receiver must own or close.
+    pub fn new_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self.result {
+            Ok(fd) if self.yields_fd => Some(fd as std::os::fd::RawFd),
+            _ => None,
+        }
+    }
+
     /// Converts a kernel-style result (`-errno` or a value) into `io::Result`.
     pub(crate) fn result_from_raw(raw: i32) -> io::Result<u32> {
         if raw < 0 {

@@ -267,7 +267,7 @@ impl Proactor {
             buf,
         } = raw;
         let entry = self.table.get(id)?;
-        let (token, state) = (entry.token, entry.state);
+        let (token, state, yields_fd) = (entry.token, entry.state, entry.op.yields_fd());
         if Some(id) == self.wake_op {
             if !more {
                 self.finish(id);
@@ -278,11 +278,9 @@ impl Proactor {
         }
         if state == OpState::Detached {
             drop(buf);
-            let op = if more { None } else { self.finish(id) };
-            let yields_fd = op.as_ref().map_or_else(
-                || self.table.get(id).is_some_and(|e| e.op.yields_fd()),
-                Op::yields_fd,
-            );
+            if !more {
+                self.finish(id);
+            }
             if result >= 0 && yields_fd {
                 // SAFETY: a detached accept's new fd belongs to nobody else; closing it
                 // keeps it from leaking.
@@ -298,6 +296,7 @@ impl Proactor {
                 more,
                 op: None,
                 buf,
+                yields_fd,
             });
         }
         let mut op = self.finish(id)?;
@@ -315,6 +314,7 @@ impl Proactor {
             more,
             op: Some(op),
             buf,
+            yields_fd,
         })
     }
 

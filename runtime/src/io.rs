@@ -268,11 +268,10 @@ impl EventLoop {
 
 /// Drops a completion nobody wants: its buffers go with it; a new fd it carries is closed.
 fn drop_orphan(completion: Completion) {
-    let yields_fd = completion.op.as_ref().is_some_and(Op::yields_fd);
-    if let (true, Ok(fd)) = (yields_fd, &completion.result) {
+    if let Some(fd) = completion.new_fd() {
         // SAFETY: the fd was just produced by the kernel for an op whose handler is gone;
         // nobody else owns it, and closing it keeps it from leaking.
-        unsafe { libc::close(*fd as i32) };
+        unsafe { libc::close(fd) };
     }
     tracing::trace!(
         token = completion.token,

@@ -318,3 +318,39 @@ fn loop_reports_the_proactor_features_it_uses() {
         "a closed loop has no proactor"
     );
 }
+
+struct Ignore;
+
+impl IoHandler for Ignore {
+    fn complete(&self, _lp: &EventLoop, _completion: Completion) {}
+}
+
+/// A multishot accept whose handler was deregistered must not leak the fds it still
+/// produces: the loop closes them, so the client sees end of stream.
+#[test]
+fn orphaned_multishot_accept_closes_late_connections() {
+    use std::io::Read;
+    let lp = new_loop();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let token = lp.register_io(Rc::new(Ignore)).unwrap();
+    lp.submit(op::AcceptMulti::new(listener.as_raw_fd()), token)
+        .unwrap();
+    assert!(lp.deregister_io(token));
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let ops_before = lp.ops_in_flight();
+    assert_eq!(ops_before, 1, "the multishot accept is still armed");
+    // The accept completes for a handler that is gone: the loop detaches the op and
+    // closes the new fd.
+    run_until(&lp, || lp.ops_in_flight() == 0);
+    let mut buf = [0u8; 1];
+    let n = client
+        .read(&mut buf)
+        .expect("the orphaned connection is closed, not leaked");
+    assert_eq!(n, 0, "end of stream");
+    lp.close().unwrap();
+}
