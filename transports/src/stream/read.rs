@@ -59,7 +59,7 @@ impl StreamInner {
 
     /// A completion of the read op.
     #[inline]
-    pub(crate) fn read_completed(&self, mut completion: Completion) {
+    pub(crate) fn read_completed(&self, completion: &mut Completion) {
         if !completion.more {
             self.read_op.set(None);
         } else if let Some(buf) = completion.buf.take() {
@@ -79,13 +79,13 @@ impl StreamInner {
 
     /// Every other read completion: end of stream, errors, cancels, pipe reads, chunks that
     /// must be queued.
-    fn read_completed_slow(&self, completion: Completion) {
-        match completion.result {
-            Ok(0) if completion.buf.is_none() && !self.is_pipe_data(&completion) => {
+    fn read_completed_slow(&self, completion: &mut Completion) {
+        match std::mem::replace(&mut completion.result, Ok(0)) {
+            Ok(0) if completion.buf.is_none() && !self.is_pipe_data(completion) => {
                 self.on_eof();
             }
             Ok(_) => {
-                let chunk = match (completion.buf, completion.op) {
+                let chunk = match (completion.buf.take(), completion.op.take()) {
                     (Some(buf), _) => Some(Chunk::Pooled(buf)),
                     (None, Some(Op::Read(read))) => Some(Chunk::Owned(read.buf)),
                     _ => None,
@@ -103,7 +103,7 @@ impl StreamInner {
                 }
             }
             Err(err) if err.raw_os_error() == Some(libc::ECANCELED) => {
-                if let Some(Op::Read(read)) = completion.op {
+                if let Some(Op::Read(read)) = completion.op.take() {
                     self.recycle(Chunk::Owned(read.buf));
                 }
                 if !self.read_paused.get() && !self.must_queue() {
@@ -111,7 +111,7 @@ impl StreamInner {
                 }
             }
             Err(err) => {
-                if let Some(Op::Read(read)) = completion.op {
+                if let Some(Op::Read(read)) = completion.op.take() {
                     self.recycle(Chunk::Owned(read.buf));
                 }
                 if !self.closing.get() {

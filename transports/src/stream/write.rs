@@ -112,14 +112,15 @@ impl StreamInner {
     }
 
     /// A completion of the send in flight.
-    pub(crate) fn write_completed(&self, completion: Completion) {
+    #[inline]
+    pub(crate) fn write_completed(&self, completion: &mut Completion) {
         self.write_op.set(None);
-        let (buf, start) = match completion.op {
+        let (buf, start) = match completion.op.take() {
             Some(Op::Send(send)) => (send.buf, send.start),
             Some(Op::Write(write)) => (write.buf, write.start),
             _ => (Vec::new(), 0),
         };
-        match completion.result {
+        match std::mem::replace(&mut completion.result, Ok(0)) {
             Ok(n) => {
                 let start = start + n as usize;
                 if start < buf.len() && !self.aborted.get() {
