@@ -111,6 +111,7 @@ impl Driver {
 
     /// The next CQE, flushing completions the kernel kept on CQ overflow when the ring is
     /// empty.
+    #[inline]
     fn next_cqe(&mut self) -> Option<cqueue::Entry> {
         if let Some(cqe) = self.ring.completion().next() {
             return Some(cqe);

@@ -87,27 +87,38 @@ pub(super) struct Slot {
 #[derive(Debug, Default)]
 pub(super) struct Slots(Vec<Slot>);
 
+/// Leaks the receive buffer a reused slot still lends. Unreachable while the front end
+/// removes ops only after their final CQE; leaking beats freeing memory the kernel might
+/// still write.
+#[cold]
+fn leak_lent_buffer(slot: &mut Slot, id: OpId) {
+    if let Some(buf) = slot.buf.take() {
+        tracing::error!(
+            ?id,
+            "slot reused while a receive buffer was lent; leaking it"
+        );
+        std::mem::forget(buf);
+    }
+}
+
 impl Slots {
     /// A fresh slot for the new op `id`.
+    #[inline]
     pub(super) fn reset(&mut self, id: OpId) -> &mut Slot {
         let slot = self.entry(id.index());
-        if let Some(buf) = slot.buf.take() {
-            // Unreachable while the front end removes ops only after their final CQE;
-            // leaking beats freeing memory the kernel might still write.
-            tracing::error!(
-                ?id,
-                "slot reused while a receive buffer was lent; leaking it"
-            );
-            std::mem::forget(buf);
+        if slot.buf.is_some() {
+            leak_lent_buffer(slot, id);
         }
-        *slot = Slot {
-            id: Some(id),
-            ..Slot::default()
-        };
+        // Field by field: `buf` is `None` here, so nothing needs dropping (a whole-`Slot`
+        // assignment would check it again).
+        slot.id = Some(id);
+        slot.stage = Stage::Idle;
+        slot.single = false;
         slot
     }
 
     /// The slot of op `id`.
+    #[inline]
     pub(super) fn get(&mut self, id: OpId) -> &mut Slot {
         let slot = self.entry(id.index());
         debug_assert_eq!(
@@ -131,6 +142,7 @@ impl Slots {
         self.0.iter().any(|s| s.buf.is_some())
     }
 
+    #[inline]
     fn entry(&mut self, index: usize) -> &mut Slot {
         if index >= self.0.len() {
             self.0.resize_with(index + 1, Slot::default);
