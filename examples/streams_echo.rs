@@ -35,11 +35,7 @@ fn main() -> Result<(), LoopError> {
             ServerOptions::default(),
         )
         .await?;
-        let port = server.sockets()[0]
-            .sockname
-            .as_ref()
-            .and_then(Address::port)
-            .unwrap_or(0);
+        let port = server.sockets()[0].port().unwrap_or(0);
         println!("Serving on 127.0.0.1:{port}");
 
         let (reader, writer) = streams::open_connection(&lp2, "127.0.0.1", port).await?;

@@ -46,11 +46,7 @@ fn echo_through_the_facade() {
             let server = lp2
                 .create_server(Echo::default, "127.0.0.1", 0, ServerOptions::default())
                 .await?;
-            let port = server.sockets()[0]
-                .sockname
-                .as_ref()
-                .and_then(Address::port)
-                .unwrap();
+            let port = server.sockets()[0].port().unwrap();
             let got = Rc::new(RefCell::new(Vec::new()));
             let sink = got.clone();
             let (t, _) = lp2

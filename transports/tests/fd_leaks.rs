@@ -7,9 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use ringloop_runtime::{EventLoop, Future, LoopError};
-use ringloop_transports::{
-    Address, ConnectOptions, EventLoopExt, Protocol, ServerOptions, Transport,
-};
+use ringloop_transports::{ConnectOptions, EventLoopExt, Protocol, ServerOptions, Transport};
 use support::{new_loop, open_fds, run, Recorder};
 
 /// Echoes, pausing its reads while its own writes are paused (proper backpressure).
@@ -137,11 +135,7 @@ fn stress(lp: &EventLoop, host: &'static str, connections: usize, total: usize) 
             ..Default::default()
         };
         let server = lp2.create_server(Echo::default, host, 0, options).await?;
-        let port = server.sockets()[0]
-            .sockname
-            .as_ref()
-            .and_then(Address::port)
-            .unwrap();
+        let port = server.sockets()[0].port().unwrap();
         let mut waits = Vec::new();
         let mut connects = Vec::new();
         for conn in 0..connections {
@@ -243,11 +237,7 @@ fn loop_closed_with_open_transports(main: &EventLoop) {
         let server = lp2
             .create_server(Echo::default, "127.0.0.1", 0, ServerOptions::default())
             .await?;
-        let port = server.sockets()[0]
-            .sockname
-            .as_ref()
-            .and_then(Address::port)
-            .unwrap();
+        let port = server.sockets()[0].port().unwrap();
         let (t, _) = lp2
             .create_connection(Echo::default, "127.0.0.1", port, ConnectOptions::default())
             .await?;

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::mpsc;
 
 use ringloop_runtime::LoopError;
-use ringloop_transports::{Address, EventLoopExt, ServerOptions};
+use ringloop_transports::{EventLoopExt, ServerOptions};
 use support::{new_loop, run, Recorder};
 
 const CHILD_ENV: &str = "RINGLOOP_TEST_EMFILE_CHILD";
@@ -76,11 +76,7 @@ fn child() {
         .await
     })
     .unwrap();
-    let port = server.sockets()[0]
-        .sockname
-        .as_ref()
-        .and_then(Address::port)
-        .unwrap();
+    let port = server.sockets()[0].port().unwrap();
     // Six client sockets made before the limit drops; room for three accepted ones.
     let clients: Vec<socket2::Socket> = (0..6)
         .map(|_| socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap())

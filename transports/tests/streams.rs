@@ -9,7 +9,7 @@ use ringloop_runtime::{EventLoop, LoopError};
 use ringloop_transports::streams::{
     self, IncompleteReadError, LimitOverrunError, StreamReader, StreamWriter,
 };
-use ringloop_transports::{Address, ServerOptions};
+use ringloop_transports::ServerOptions;
 use support::{new_loop, run};
 
 /// A peer thread that sends `data` then closes.
@@ -164,11 +164,7 @@ fn start_server_echoes_and_reports_failures() {
             ServerOptions::default(),
         )
         .await?;
-        let port = server.sockets()[0]
-            .sockname
-            .as_ref()
-            .and_then(Address::port)
-            .unwrap();
+        let port = server.sockets()[0].port().unwrap();
         let (r, w) = streams::open_connection(&lp2, "127.0.0.1", port).await?;
         for i in 0..50 {
             let line = format!("message {i}\n");
@@ -323,11 +319,7 @@ fn async_read_and_async_write_round_trip_with_backpressure() {
             ServerOptions::default(),
         )
         .await?;
-        let port = server.sockets()[0]
-            .sockname
-            .as_ref()
-            .and_then(Address::port)
-            .unwrap();
+        let port = server.sockets()[0].port().unwrap();
         let (mut r, mut w) = streams::open_connection(&lp2, "127.0.0.1", port).await?;
         let reader = lp2.create_task(async move {
             let mut got = Vec::new();

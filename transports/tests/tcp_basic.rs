@@ -6,9 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use ringloop_runtime::LoopError;
-use ringloop_transports::{
-    errno_of, Address, ConnectOptions, EventLoopExt, ExtraInfo, ServerOptions,
-};
+use ringloop_transports::{errno_of, ConnectOptions, EventLoopExt, ExtraInfo, ServerOptions};
 use support::{new_loop, recorder, run, Event, Recorder};
 
 #[test]
@@ -29,11 +27,7 @@ fn echo_over_ipv4_and_ipv6() {
                     ServerOptions::default(),
                 )
                 .await?;
-            let port = server.sockets()[0]
-                .sockname
-                .as_ref()
-                .and_then(Address::port)
-                .unwrap();
+            let port = server.sockets()[0].port().unwrap();
             assert_ne!(port, 0);
             let (client, lost) = recorder(&lp2);
             let client = RefCell::new(Some(client));

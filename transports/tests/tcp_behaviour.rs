@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ringloop_runtime::{EventLoop, LoopError};
 use ringloop_transports::{
-    errno_of, Address, ConnectOptions, EventLoopExt, ExtraInfo, Protocol, ServerOptions, Transport,
+    errno_of, ConnectOptions, EventLoopExt, ExtraInfo, Protocol, ServerOptions, Transport,
     TransportError,
 };
 use support::{new_loop, recorder, run, Event, Recorder};
@@ -280,11 +280,7 @@ fn server_close_leaves_connections_working() {
             )
             .await?;
         assert!(server.is_serving());
-        let port = server.sockets()[0]
-            .sockname
-            .as_ref()
-            .and_then(Address::port)
-            .unwrap();
+        let port = server.sockets()[0].port().unwrap();
         let (proto, lost) = recorder(&lp2);
         let (t, p) = connect(&lp2, port, proto).await?;
         server.close();
@@ -346,11 +342,7 @@ fn start_serving_false_does_not_listen() {
             )
             .await?;
         assert!(!server.is_serving());
-        let port = server.sockets()[0]
-            .sockname
-            .as_ref()
-            .and_then(Address::port)
-            .unwrap();
+        let port = server.sockets()[0].port().unwrap();
         assert!(
             TcpStream::connect(("127.0.0.1", port)).is_err(),
             "not listening yet"

@@ -11,8 +11,7 @@ use std::rc::Rc;
 
 use ringloop_runtime::{EventLoop, LoopError};
 use ringloop_transports::{
-    AddrInfoHints, Address, ConnectOptions, EventLoopExt, Protocol, ProtocolRef, ServerOptions,
-    Transport,
+    AddrInfoHints, ConnectOptions, EventLoopExt, Protocol, ProtocolRef, ServerOptions, Transport,
 };
 use support::{new_loop, recorder, run, Event, Recorder};
 
@@ -210,11 +209,7 @@ fn the_loop_keeps_a_serving_server_alive() {
                 ServerOptions::default(),
             )
             .await?;
-        let port = server.sockets()[0]
-            .sockname
-            .as_ref()
-            .and_then(Address::port)
-            .unwrap();
+        let port = server.sockets()[0].port().unwrap();
         drop(server);
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.write_all(b"ping").unwrap();
@@ -360,11 +355,7 @@ fn reuse_address_by_default_reuse_port_on_request() {
         let b = lp2
             .create_server(Recorder::default, "127.0.0.1", 0, shared)
             .await?;
-        let port = b.sockets()[0]
-            .sockname
-            .as_ref()
-            .and_then(Address::port)
-            .unwrap();
+        let port = b.sockets()[0].port().unwrap();
         assert_ne!(
             sockopt(b.sockets()[0].fd, libc::SOL_SOCKET, libc::SO_REUSEPORT),
             0
@@ -376,10 +367,7 @@ fn reuse_address_by_default_reuse_port_on_request() {
         let c = lp2
             .create_server(Recorder::default, "127.0.0.1", port, shared)
             .await?;
-        assert_eq!(
-            c.sockets()[0].sockname.as_ref().and_then(Address::port),
-            Some(port)
-        );
+        assert_eq!(c.sockets()[0].port(), Some(port));
         b.close();
         c.close();
         Ok::<_, LoopError>(())

@@ -8,7 +8,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use ringloop::transports::ServerOptions;
+use ringloop::transports::{ServerOptions, ServerSocket};
 use ringloop::{EventLoop, EventLoopExt, LoopError, Protocol, Transport};
 
 use super::http::{push_responses, RequestCounter};
@@ -119,7 +119,7 @@ pub(crate) fn serve(backend: Backend, mode: Mode, port: u16) -> io::Result<()> {
         let bound = server
             .sockets()
             .first()
-            .and_then(|s| s.sockname.as_ref()?.port())
+            .and_then(ServerSocket::port)
             .unwrap_or(port);
         if let Err(e) = announce_ready(
             bound,

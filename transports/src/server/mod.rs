@@ -48,6 +48,14 @@ pub struct ServerSocket {
     pub sockname: Option<Address>,
 }
 
+impl ServerSocket {
+    /// The port it listens on (`None` for Unix-domain sockets), e.g. the ephemeral port a
+    /// server bound with port 0 got.
+    pub fn port(&self) -> Option<u16> {
+        self.sockname.as_ref().and_then(Address::port)
+    }
+}
+
 struct Listener {
     sock: Option<Socket>,
     acceptor: Option<Acceptor>,
