@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use ringloop_runtime::LoopError;
 use ringloop_transports::{EventLoopExt, ServerOptions};
@@ -57,6 +58,9 @@ fn set_nofile_limit(limit: u64) {
     }
 }
 
+/// Clients the peer connects while the server is out of fds.
+const CLIENTS: usize = 4;
+
 fn child() {
     let (lp, reports) = new_loop();
     let lp2 = lp.clone();
@@ -77,11 +81,13 @@ fn child() {
     })
     .unwrap();
     let port = server.sockets()[0].port().unwrap();
-    // Six client sockets made before the limit drops; room for three accepted ones.
-    let clients: Vec<socket2::Socket> = (0..6)
+    // Client sockets are made before the limit drops: the peer needs no fd of its own later.
+    let clients: Vec<socket2::Socket> = (0..CLIENTS)
         .map(|_| socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap())
         .collect();
-    // Fill the fd table up to a lowered limit, then free exactly three slots.
+    // Lower the limit to the current highest fd, then fill every free slot: the server's
+    // accepts fail with EMFILE until fillers are closed. Nothing here depends on how many
+    // fds the runtime holds.
     let max_fd = std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
@@ -92,49 +98,68 @@ fn child() {
     while let Ok(f) = std::fs::File::open("/dev/null") {
         fillers.push(f);
     }
-    fillers.truncate(fillers.len().saturating_sub(3));
+    assert!(
+        std::fs::File::open("/dev/null").is_err(),
+        "the fd table is full"
+    );
     // io_uring captures RLIMIT_NOFILE when an accept is submitted: start accepting now.
     server.start_serving().unwrap();
-    let (tx, rx) = mpsc::channel::<&'static str>();
+    let (tx, rx) = mpsc::channel::<Result<(), String>>();
     let peer = std::thread::spawn(move || {
-        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut streams: Vec<Option<TcpStream>> = Vec::new();
-        for sock in clients {
-            sock.connect(&addr.into()).unwrap();
-            let mut s: TcpStream = sock.into();
-            s.write_all(b"ping").unwrap();
-            streams.push(Some(s));
-        }
-        let echo = |s: &mut TcpStream| {
-            let mut buf = [0u8; 4];
-            s.read_exact(&mut buf).unwrap();
-            assert_eq!(&buf, b"ping");
-        };
-        // The first three are accepted; the rest wait in the backlog (EMFILE).
-        for s in streams.iter_mut().take(3) {
-            echo(s.as_mut().unwrap());
-        }
-        // Free fds on the server side, one connection at a time, until all are served.
-        for i in 0..3 {
-            streams[i] = None;
-            echo(streams[3 + i].as_mut().unwrap());
-        }
-        tx.send("all echoed").unwrap();
-    });
-    let lp3 = lp.clone();
-    run(&lp, 30, async move {
-        loop {
-            if rx.try_recv().is_ok() {
-                return Ok::<_, LoopError>(());
+        let outcome = (|| -> Result<(), String> {
+            let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut streams = Vec::new();
+            for sock in clients {
+                sock.connect(&addr.into())
+                    .map_err(|e| format!("connect: {e}"))?;
+                let mut s: TcpStream = sock.into();
+                s.set_read_timeout(Some(Duration::from_secs(20)))
+                    .map_err(|e| e.to_string())?;
+                s.write_all(b"ping").map_err(|e| format!("write: {e}"))?;
+                streams.push(s);
             }
+            for (i, s) in streams.iter_mut().enumerate() {
+                let mut buf = [0u8; 4];
+                s.read_exact(&mut buf)
+                    .map_err(|e| format!("client {i}: no echo: {e}"))?;
+                if &buf != b"ping" {
+                    return Err(format!("client {i}: echoed {buf:?}"));
+                }
+            }
+            Ok(())
+        })();
+        let _ = tx.send(outcome);
+    });
+    // Wait for the server to report EMFILE (the first accept fails at once) …
+    let lp3 = lp.clone();
+    let seen = reports.clone();
+    run(&lp, 20, async move {
+        while seen.borrow().is_empty() {
             lp3.sleep(0.01).await?;
         }
+        Ok::<_, LoopError>(())
     })
-    .unwrap();
+    .unwrap_or_else(|e| panic!("no EMFILE report: {e:?}"));
+    assert!(server.is_serving(), "the server survived EMFILE");
+    // … then free fds: accepting resumes after the back-off and every client is echoed.
+    fillers.truncate(fillers.len().saturating_sub(2 * CLIENTS));
+    let lp4 = lp.clone();
+    let outcome = run(&lp, 30, async move {
+        loop {
+            if let Ok(outcome) = rx.try_recv() {
+                return Ok::<_, LoopError>(outcome);
+            }
+            lp4.sleep(0.01).await?;
+        }
+    });
+    let reports = reports.borrow().clone();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(peer_error)) => panic!("{peer_error}; loop reports: {reports:?}"),
+        Err(err) => panic!("the peer did not finish: {err:?}; loop reports: {reports:?}"),
+    }
     peer.join().unwrap();
     assert!(server.is_serving(), "the server survived");
-    let reports = reports.borrow();
-    assert!(!reports.is_empty(), "EMFILE was reported");
     assert!(
         reports
             .iter()
