@@ -44,6 +44,23 @@ impl Completion {
         }
     }
 
+    /// Moves the completion out, leaving an empty one in its place (no op, no buffer,
+    /// `Ok(0)`): for handlers that get `&mut Completion` and want to own what it carries.
+    pub fn take(&mut self) -> Completion {
+        std::mem::replace(
+            self,
+            Completion {
+                token: self.token,
+                id: self.id,
+                result: Ok(0),
+                more: false,
+                op: None,
+                buf: None,
+                yields_fd: false,
+            },
+        )
+    }
+
     /// Converts a kernel-style result (`-errno` or a value) into `io::Result`.
     pub(crate) fn result_from_raw(raw: i32) -> io::Result<u32> {
         if raw < 0 {

@@ -169,13 +169,71 @@ impl Proactor {
     /// Starts `op`; its completions will carry `token`. Never fails and never blocks: a full
     /// submission queue holds the op in user space until there is room.
     pub fn push(&mut self, op: impl Into<Op>, token: u64) -> OpId {
-        let mut op = op.into();
+        self.push_op(op.into(), token, false)
+    }
+
+    /// Starts a send or write whose full success is not reported: when the kernel has sent
+    /// every byte, the op waits in the table, finished, until [`reclaim`](Proactor::reclaim)
+    /// hands it back. A failure or a short transfer is reported as usual, as is the
+    /// completion of an op its owner reclaimed while it was still in flight (reclaiming
+    /// makes it loud). This spares the per-message dispatch of send completions their owner
+    /// has no use for until it writes again.
+    ///
+    /// Other ops are pushed as with [`push`](Proactor::push). A finished quiet op cannot be
+    /// cancelled (nothing is in flight): reclaim it; [`detach`](Proactor::detach) frees it.
+    pub fn push_quiet(&mut self, op: impl Into<Op>, token: u64) -> OpId {
+        let op = op.into();
+        let quiet = matches!(op, Op::Send(_) | Op::Write(_));
+        self.push_op(op, token, quiet)
+    }
+
+    /// Takes back quiet op `id`: its final completion if it finished (what
+    /// [`pop`](Proactor::pop) would have returned), else `None` — and then, if it is still
+    /// in flight, it is no longer quiet, so its completion will be popped as usual.
+    pub fn reclaim(&mut self, id: OpId) -> Option<Completion> {
+        let entry = self.table.get_mut(id)?;
+        if entry.state != OpState::Finished {
+            entry.quiet = false;
+            return None;
+        }
+        let (token, result) = (entry.token, entry.result);
+        let op = self.finish(id)?;
+        Some(Completion {
+            token,
+            id,
+            result: Completion::result_from_raw(result),
+            more: false,
+            op: Some(op),
+            buf: None,
+            yields_fd: false,
+        })
+    }
+
+    /// [`reclaim`](Proactor::reclaim) for a quiet send or write, when all its owner wants
+    /// back is the buffer: `Some(buf)` if it finished (it sent all of `buf`), `None` if it
+    /// is still in flight (it is loud from now on) or not a quiet op that finished.
+    #[inline]
+    pub fn reclaim_buf(&mut self, id: OpId) -> Option<Vec<u8>> {
+        let entry = self.table.get_mut(id)?;
+        if entry.state != OpState::Finished {
+            entry.quiet = false;
+            return None;
+        }
+        match self.finish(id) {
+            Some(Op::Send(send)) => Some(send.buf),
+            Some(Op::Write(write)) => Some(write.buf),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn push_op(&mut self, mut op: Op, token: u64, quiet: bool) -> OpId {
         if let Op::Close(close) = &op {
             self.driver.forget_fd(close.fd);
         }
         op.reserve_scratch();
         audit::lend(&op);
-        let id = self.table.insert(op, token);
+        let id = self.table.insert_with(op, token, quiet);
         self.driver.push(&mut self.table, id);
         id
     }
@@ -200,8 +258,11 @@ impl Proactor {
     pub fn detach(&mut self, id: OpId) {
         if let Some(entry) = self.table.get_mut(id) {
             let was = std::mem::replace(&mut entry.state, OpState::Detached);
-            if was == OpState::Active {
-                self.driver.cancel(&mut self.table, id);
+            match was {
+                OpState::Active => self.driver.cancel(&mut self.table, id),
+                // Done in the kernel already: nothing more will come for it.
+                OpState::Finished => drop(self.finish(id)),
+                OpState::Cancelling | OpState::Detached => {}
             }
         }
     }
@@ -251,7 +312,7 @@ impl Proactor {
     }
 
     /// How many ops are in flight, counting cancelled and detached ones not yet finished
-    /// (but not the proactor's own wake-up read).
+    /// and quiet ones not yet reclaimed (but not the proactor's own wake-up read).
     pub fn in_flight(&self) -> usize {
         self.table.len() - usize::from(self.wake_op.is_some())
     }
@@ -266,7 +327,13 @@ impl Proactor {
             more,
             buf,
         } = raw;
-        let entry = self.table.get(id)?;
+        let entry = self.table.get_mut(id)?;
+        if entry.quiet && !more && entry.state == OpState::Active && entry.op.done_by(result) {
+            // A quiet op that fully succeeded: kept, unreported, for `reclaim`.
+            entry.state = OpState::Finished;
+            entry.result = result;
+            return None;
+        }
         let (token, state, yields_fd) = (entry.token, entry.state, entry.op.yields_fd());
         if Some(id) == self.wake_op {
             if !more {

@@ -47,14 +47,21 @@ pub(crate) enum OpState {
     /// The caller gave the op up: its completions are consumed internally and its
     /// resources (buffers, accepted fds) released once the kernel is done.
     Detached,
+    /// A quiet op that succeeded in full: the kernel is done with it, and it waits in the
+    /// table, unreported, until its owner reclaims it (see `Proactor::push_quiet`).
+    Finished,
 }
 
 /// One op in flight.
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) generation: u32,
+    /// The result of a [`OpState::Finished`] op.
+    pub(crate) result: i32,
     pub(crate) token: u64,
     pub(crate) state: OpState,
+    /// Whether a full success goes unreported (`Proactor::push_quiet`).
+    pub(crate) quiet: bool,
     pub(crate) op: Op,
 }
 
@@ -67,13 +74,22 @@ pub(crate) struct OpTable {
 
 impl OpTable {
     /// Stores `op` and returns its id.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, op: Op, token: u64) -> OpId {
+        self.insert_with(op, token, false)
+    }
+
+    /// Stores `op`, quiet or not (see `Proactor::push_quiet`), and returns its id.
+    #[inline]
+    pub(crate) fn insert_with(&mut self, op: Op, token: u64, quiet: bool) -> OpId {
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let generation = self.next_generation;
         let index = self.slots.insert(Entry {
             generation,
+            result: 0,
             token,
             state: OpState::Active,
+            quiet,
             op,
         });
         let index =

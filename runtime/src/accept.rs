@@ -65,14 +65,14 @@ struct Relay {
 }
 
 impl IoHandler for Relay {
-    fn complete(&self, lp: &EventLoop, completion: Completion) {
+    fn complete(&self, lp: &EventLoop, completion: &mut Completion) {
         if !completion.more {
             self.op.set(None);
             if let Some(token) = self.token.take() {
                 lp.deregister_io(token);
             }
         }
-        match completion.result {
+        match std::mem::replace(&mut completion.result, Ok(0)) {
             Ok(fd) => {
                 // This completion belongs to the `AcceptMulti` op this module submitted (only
                 // that op carries our token).

@@ -28,8 +28,11 @@ use crate::future::Future;
 /// Receives the completions of the ops submitted with its token.
 pub trait IoHandler {
     /// Called on the loop thread, from the loop's dispatch step, once per completion.
-    /// The completion owns the op's buffers (`completion.op`); keep or drop them.
-    fn complete(&self, lp: &EventLoop, completion: Completion);
+    /// The completion owns the op's buffers (`completion.op`, `completion.buf`): take what
+    /// you keep ([`Completion::take`] moves all of it out); what is left drops after the
+    /// call. It is lent rather than moved because it is large and this is the per-message
+    /// path.
+    fn complete(&self, lp: &EventLoop, completion: &mut Completion);
 }
 
 /// Names a registered [`IoHandler`]: a slab key plus a generation.
@@ -155,6 +158,37 @@ impl EventLoop {
         }
     }
 
+    /// Starts a send or write whose full success is not reported (see
+    /// [`Proactor::push_quiet`](ringloop_proactor::Proactor::push_quiet)): the owner takes
+    /// it back with [`reclaim_op`](EventLoop::reclaim_op) when it next needs the buffer or
+    /// the outcome. Failures and short transfers reach the handler as usual.
+    ///
+    /// # Errors
+    /// [`LoopError::LoopClosed`] if the loop is closed (the op is dropped).
+    #[inline]
+    pub fn submit_quiet(&self, op: impl Into<Op>, token: IoToken) -> Result<OpId, LoopError> {
+        let mut proactor = self.inner.proactor.borrow_mut();
+        match proactor.as_mut() {
+            Some(proactor) if !self.inner.closed.get() => Ok(proactor.push_quiet(op, token.0)),
+            _ => Err(LoopError::LoopClosed),
+        }
+    }
+
+    /// Takes back quiet op `id`: its completion if it finished unreported, else `None`, and
+    /// then its completion, if one is still to come, reaches the handler as usual.
+    #[inline]
+    pub fn reclaim_op(&self, id: OpId) -> Option<Completion> {
+        self.inner.proactor.borrow_mut().as_mut()?.reclaim(id)
+    }
+
+    /// [`reclaim_op`](EventLoop::reclaim_op) for a quiet send or write when only its
+    /// buffer is wanted back: `Some(buf)` if it finished, having sent all of it; `None` if
+    /// it is still in flight (its completion will reach the handler).
+    #[inline]
+    pub fn reclaim_buf(&self, id: OpId) -> Option<Vec<u8>> {
+        self.inner.proactor.borrow_mut().as_mut()?.reclaim_buf(id)
+    }
+
     /// Asks op `id` to finish early; its final completion still arrives (`ECANCELED`, or
     /// its real result if it finished first). `false` if it already completed.
     pub fn cancel_op(&self, id: OpId) -> bool {
@@ -240,7 +274,7 @@ impl EventLoop {
 
     /// Dispatches one completion to its handler (the loop's dispatch step).
     #[inline]
-    pub(crate) fn dispatch(&self, completion: Completion) {
+    pub(crate) fn dispatch(&self, completion: &mut Completion) {
         let handler = self.inner.io.borrow().get(completion.token);
         match handler {
             Some(handler) => {
@@ -260,7 +294,7 @@ impl EventLoop {
                     // consumes (and cleans up after) the rest of its completions.
                     self.detach_op(completion.id);
                 }
-                drop_orphan(completion);
+                drop_orphan(completion.take());
             }
         }
     }
@@ -286,10 +320,10 @@ struct OneShot {
 }
 
 impl IoHandler for OneShot {
-    fn complete(&self, lp: &EventLoop, completion: Completion) {
+    fn complete(&self, lp: &EventLoop, completion: &mut Completion) {
         let last = !completion.more;
         // A cancelled waiter makes this fail: the completion (and its buffers) drop here.
-        let _ = self.done.set_result(completion);
+        let _ = self.done.set_result(completion.take());
         if last {
             if let Some(token) = self.token.get() {
                 lp.deregister_io(token);

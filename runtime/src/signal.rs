@@ -126,7 +126,7 @@ struct PipeReader {
 }
 
 impl IoHandler for PipeReader {
-    fn complete(&self, lp: &EventLoop, _completion: Completion) {
+    fn complete(&self, lp: &EventLoop, _completion: &mut Completion) {
         debug_assert!(self
             .lp
             .upgrade()

@@ -35,8 +35,9 @@ struct Reader {
 }
 
 impl IoHandler for Reader {
-    fn complete(&self, lp: &EventLoop, completion: Completion) {
+    fn complete(&self, lp: &EventLoop, completion: &mut Completion) {
         *self.completions.borrow_mut() += 1;
+        let completion = completion.take();
         let Some(Op::Read(read)) = completion.op else {
             panic!("not a read: {completion:?}")
         };
@@ -88,7 +89,7 @@ fn completions_for_a_deregistered_handler_are_dropped_safely() {
     let (lp, reports) = recording_loop();
     struct Panicky;
     impl IoHandler for Panicky {
-        fn complete(&self, _: &EventLoop, _: Completion) {
+        fn complete(&self, _: &EventLoop, _: &mut Completion) {
             panic!("a deregistered handler was called");
         }
     }
@@ -101,7 +102,7 @@ fn completions_for_a_deregistered_handler_are_dropped_safely() {
     let count = Rc::new(RefCell::new(0));
     struct Counter(Rc<RefCell<usize>>);
     impl IoHandler for Counter {
-        fn complete(&self, _: &EventLoop, _: Completion) {
+        fn complete(&self, _: &EventLoop, _: &mut Completion) {
             *self.0.borrow_mut() += 1;
         }
     }
@@ -118,7 +119,7 @@ fn a_panicking_handler_is_reported_and_the_loop_goes_on() {
     let (lp, reports) = recording_loop();
     struct Panicky;
     impl IoHandler for Panicky {
-        fn complete(&self, _: &EventLoop, _: Completion) {
+        fn complete(&self, _: &EventLoop, _: &mut Completion) {
             support::fail("handler panicked");
         }
     }
@@ -200,7 +201,7 @@ fn submitting_to_a_closed_loop_fails() {
     let lp = new_loop();
     struct Nothing;
     impl IoHandler for Nothing {
-        fn complete(&self, _: &EventLoop, _: Completion) {}
+        fn complete(&self, _: &EventLoop, _: &mut Completion) {}
     }
     let token = lp.register_io(Rc::new(Nothing)).unwrap();
     lp.close().unwrap();
@@ -228,7 +229,7 @@ fn close_waits_for_in_flight_ops() {
     let (rd, _wr) = pipe();
     struct Nothing;
     impl IoHandler for Nothing {
-        fn complete(&self, _: &EventLoop, _: Completion) {}
+        fn complete(&self, _: &EventLoop, _: &mut Completion) {}
     }
     let token = lp.register_io(Rc::new(Nothing)).unwrap();
     lp.submit(op::Read::new(rd.as_raw_fd(), Vec::with_capacity(16)), token)
@@ -322,7 +323,7 @@ fn loop_reports_the_proactor_features_it_uses() {
 struct Ignore;
 
 impl IoHandler for Ignore {
-    fn complete(&self, _lp: &EventLoop, _completion: Completion) {}
+    fn complete(&self, _lp: &EventLoop, _completion: &mut Completion) {}
 }
 
 /// A multishot accept whose handler was deregistered must not leak the fds it still

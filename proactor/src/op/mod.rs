@@ -196,6 +196,18 @@ impl Op {
         }
     }
 
+    /// Whether a send or write that returned `result` transferred everything it had left
+    /// (the condition for a quiet op to finish unreported). `false` for other ops.
+    #[inline]
+    pub(crate) fn done_by(&self, result: i32) -> bool {
+        let left = match self {
+            Op::Send(op) => op.remaining().len(),
+            Op::Write(op) => op.remaining().len(),
+            _ => return false,
+        };
+        usize::try_from(result).is_ok_and(|n| n >= left)
+    }
+
     /// Records a successful read of `n` bytes into the op's buffers (extends their
     /// lengths). Called by backends on completion; a no-op for ops that do not read.
     pub(crate) fn complete_read(&mut self, n: usize) {

@@ -502,12 +502,12 @@ impl DgramInner {
 }
 
 impl IoHandler for DgramInner {
-    fn complete(&self, _lp: &EventLoop, completion: Completion) {
+    fn complete(&self, _lp: &EventLoop, completion: &mut Completion) {
         let id = Some(completion.id);
         if id == self.recv_op.get() {
-            self.recv_completed(completion);
+            self.recv_completed(completion.take());
         } else if id == self.send_op.get() {
-            self.send_completed(completion);
+            self.send_completed(completion.take());
         }
         self.maybe_finish();
     }

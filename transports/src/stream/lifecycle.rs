@@ -110,6 +110,8 @@ impl StreamInner {
         self.write_blocked.set(true);
         // asyncio's close() counts as the first "lost" write (semantics 125).
         self.dropped_writes.set(self.dropped_writes.get().max(1));
+        // A quiet send is reclaimed (or made loud): the close waits for its outcome.
+        self.settle_write();
         self.stop_reading();
         self.maybe_finish();
     }
@@ -132,6 +134,8 @@ impl StreamInner {
         flow.forget_pause();
         self.flow.set(flow);
         self.deferred_flow.borrow_mut().clear();
+        // A quiet send that finished unreported cannot be cancelled: reclaim it.
+        self.settle_write();
         if let Some(id) = self.write_op.get() {
             self.lp.cancel_op(id);
         }

@@ -137,6 +137,9 @@ pub(crate) struct StreamInner {
     pub(crate) wbuf: RefCell<Vec<u8>>,
     pub(crate) spare: RefCell<Vec<u8>>,
     pub(crate) write_op: Cell<Option<OpId>>,
+    /// Whether `write_op` is quiet: its success is not reported, so it is reclaimed
+    /// (`settle_write`) when the transport next writes or needs the outcome.
+    pub(crate) write_quiet: Cell<bool>,
     pub(crate) in_flight: Cell<usize>,
     pub(crate) flow: Cell<FlowControl>,
     /// Flow signals raised while the protocol was busy, delivered when it returns.
@@ -232,6 +235,7 @@ impl Transport {
             wbuf: RefCell::new(Vec::new()),
             spare: RefCell::new(Vec::new()),
             write_op: Cell::new(None),
+            write_quiet: Cell::new(false),
             in_flight: Cell::new(0),
             flow: Cell::new(FlowControl::default()),
             deferred_flow: RefCell::new(Vec::new()),
@@ -403,6 +407,7 @@ impl Transport {
         let mut flow = self.inner.flow.get();
         flow.set_limits(high, low);
         self.inner.flow.set(flow);
+        self.inner.settle_write();
         self.inner.check_flow_grow();
         self.inner.check_flow_shrink();
         Ok(())
@@ -416,6 +421,7 @@ impl Transport {
     /// Bytes queued plus bytes submitted to the kernel and not yet confirmed sent
     /// (semantics 141).
     pub fn get_write_buffer_size(&self) -> usize {
+        self.inner.settle_write();
         self.inner.buffered()
     }
 
@@ -460,21 +466,20 @@ impl fmt::Debug for Transport {
 
 impl IoHandler for StreamInner {
     #[inline]
-    fn complete(&self, _lp: &EventLoop, mut completion: Completion) {
+    fn complete(&self, _lp: &EventLoop, completion: &mut Completion) {
         let id = Some(completion.id);
-        // The read and write paths take the completion by reference: moving it (144 bytes)
-        // into them cost a memcpy per message. What they leave in it (an op, a buffer) is
-        // dropped in place before `maybe_finish`, as it was when they owned it.
+        // What the read and write paths leave in the completion (an op, a buffer) is
+        // dropped in place before `maybe_finish`, as if they had owned it.
         if id == self.read_op.get() {
-            self.read_completed(&mut completion);
+            self.read_completed(completion);
             completion.op = None;
             completion.buf = None;
         } else if id == self.write_op.get() {
-            self.write_completed(&mut completion);
+            self.write_completed(completion);
             completion.op = None;
             completion.buf = None;
         } else if id == self.watch_op.get() {
-            self.watch_completed(completion);
+            self.watch_completed(completion.take());
         } else {
             tracing::trace!(?completion, "stray completion for a stream transport");
         }

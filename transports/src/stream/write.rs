@@ -41,10 +41,35 @@ impl StreamInner {
         let mut flow = self.flow.get();
         let signal = flow.after_grow(size);
         if signal != FlowSignal::None {
-            self.flow.set(flow);
-            self.signal_flow(signal);
+            self.pause_after_settling();
         }
         Ok(())
+    }
+
+    /// The buffer grew past the high mark, counting a quiet send that may have finished
+    /// unreported: reclaim it first, so the protocol is paused only for bytes really
+    /// waiting.
+    #[cold]
+    fn pause_after_settling(&self) {
+        self.settle_write();
+        self.check_flow_grow();
+    }
+
+    /// Takes back a quiet send: processes it if it finished unreported; if it is still in
+    /// flight, it is made loud, and its completion will be handled as usual.
+    #[inline]
+    pub(crate) fn settle_write(&self) {
+        if !self.write_quiet.replace(false) {
+            return;
+        }
+        let Some(buf) = self.write_op.get().and_then(|id| self.lp.reclaim_buf(id)) else {
+            return;
+        };
+        // It sent everything; quiet sends are only made while the protocol is not paused,
+        // so there is no flow signal to give.
+        self.write_op.set(None);
+        self.in_flight.set(0);
+        self.keep_spare(buf);
     }
 
     /// A write that cannot be queued: after `write_eof()` (an error), on a read pipe (an
@@ -71,8 +96,9 @@ impl StreamInner {
     /// Puts the transport on the loop's flush list (once per iteration).
     #[inline]
     fn list_for_flush(&self) {
-        // A send in flight submits the rest from its completion.
-        if self.write_op.get().is_some() || self.listed.replace(true) {
+        // A loud send in flight submits the rest from its completion; a quiet one is
+        // reclaimed by the flush.
+        if (self.write_op.get().is_some() && !self.write_quiet.get()) || self.listed.replace(true) {
             return;
         }
         match self.me.borrow().upgrade() {
@@ -101,12 +127,21 @@ impl StreamInner {
         };
         self.in_flight.set(data.len());
         let fd = self.raw_fd.get();
-        let submitted = match self.kind {
-            StreamKind::Socket => self.lp.submit(op::Send::new(fd, data), token),
-            _ => self.lp.submit(op::Write::new(fd, data), token),
+        // Quiet unless someone waits for the outcome: a paused protocol (to resume it),
+        // a close or write_eof (to finish). They reclaim or wait for a loud send.
+        let quiet =
+            !self.closing.get() && !self.eof_requested.get() && !self.flow.get().is_paused();
+        let submitted = match (self.kind, quiet) {
+            (StreamKind::Socket, true) => self.lp.submit_quiet(op::Send::new(fd, data), token),
+            (StreamKind::Socket, false) => self.lp.submit(op::Send::new(fd, data), token),
+            (_, true) => self.lp.submit_quiet(op::Write::new(fd, data), token),
+            (_, false) => self.lp.submit(op::Write::new(fd, data), token),
         };
         match submitted {
-            Ok(id) => self.write_op.set(Some(id)),
+            Ok(id) => {
+                self.write_op.set(Some(id));
+                self.write_quiet.set(quiet);
+            }
             Err(_) => self.in_flight.set(0),
         }
     }
@@ -115,6 +150,7 @@ impl StreamInner {
     #[inline]
     pub(crate) fn write_completed(&self, completion: &mut Completion) {
         self.write_op.set(None);
+        self.write_quiet.set(false);
         let (buf, start) = match completion.op.take() {
             Some(Op::Send(send)) => (send.buf, send.start),
             Some(Op::Write(write)) => (write.buf, write.start),
@@ -203,6 +239,7 @@ impl StreamInner {
             return Ok(());
         }
         self.write_blocked.set(true);
+        self.settle_write();
         if self.write_op.get().is_none() && self.wbuf.borrow().is_empty() {
             self.send_eof();
         }
@@ -318,6 +355,7 @@ impl StreamInner {
 impl Flush for StreamInner {
     fn flush(&self) {
         self.listed.set(false);
+        self.settle_write();
         self.submit_write();
         if !self.deferred_flow.borrow().is_empty() {
             self.deliver_deferred_flow();
