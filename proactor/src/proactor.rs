@@ -226,6 +226,42 @@ impl Proactor {
         }
     }
 
+    /// Sends again with finished quiet op `id`: its buffer is swapped for `buf` (sent from
+    /// the start) and the same op, with the same id, starts again, quiet. Returns the old
+    /// buffer, whose bytes were all sent. This is [`reclaim_buf`](Proactor::reclaim_buf)
+    /// plus [`push_quiet`](Proactor::push_quiet) without giving up the table entry.
+    ///
+    /// # Errors
+    /// `buf` back, untouched, if `id` is not a finished quiet send or write to the current
+    /// position; an op still in flight becomes loud then, as with `reclaim`.
+    #[inline]
+    pub fn resend(&mut self, id: OpId, buf: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+        let Some(entry) = self.table.get_mut(id) else {
+            return Err(buf);
+        };
+        if entry.state != OpState::Finished {
+            entry.quiet = false;
+            return Err(buf);
+        }
+        audit::reclaim(&entry.op);
+        let old = match &mut entry.op {
+            Op::Send(send) => {
+                send.start = 0;
+                std::mem::replace(&mut send.buf, buf)
+            }
+            Op::Write(write) if write.offset.is_none() => {
+                write.start = 0;
+                std::mem::replace(&mut write.buf, buf)
+            }
+            _ => return Err(buf),
+        };
+        entry.state = OpState::Active;
+        entry.result = 0;
+        audit::lend(&entry.op);
+        self.driver.push(&mut self.table, id);
+        Ok(old)
+    }
+
     #[inline]
     fn push_op(&mut self, mut op: Op, token: u64, quiet: bool) -> OpId {
         if let Op::Close(close) = &op {

@@ -143,3 +143,46 @@ fn push_quiet_of_other_ops_reports_them_as_usual() {
     assert_eq!((done.id, done.token), (id, 5));
     assert_eq!(p.in_flight(), 0);
 }
+
+#[test]
+fn resend_starts_a_finished_quiet_send_again_in_place() {
+    let mut p = proactor();
+    let (server, mut client) = tcp_pair();
+    let id = p.push_quiet(Send::new(fd(&server), b"one".to_vec()), 4);
+    assert!(settle(&mut p).is_empty());
+    let old = p
+        .resend(id, b"two".to_vec())
+        .expect("finished: starts again");
+    assert_eq!(old, b"one", "the sent buffer comes back");
+    assert!(settle(&mut p).is_empty(), "still quiet");
+    assert_eq!(read_n(&mut client, 6), b"onetwo", "in order");
+    let done = p.reclaim(id).expect("the same id finished again");
+    assert_eq!(*done.result.as_ref().unwrap(), 3);
+    assert_eq!(p.in_flight(), 0);
+}
+
+#[test]
+fn resend_of_a_quiet_send_still_in_flight_gives_the_buffer_back_and_makes_it_loud() {
+    let mut p = proactor();
+    let (mut server, mut client) = tcp_pair();
+    let mut filled = 0;
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match std::io::Write::write(&mut server, &chunk) {
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling: {e}"),
+        }
+    }
+    let id = p.push_quiet(Send::new(fd(&server), b"first".to_vec()), 2);
+    let _ = p.poll(Some(Duration::from_millis(20)));
+    assert!(p.pop().is_none());
+    let back = p.resend(id, b"second".to_vec()).unwrap_err();
+    assert_eq!(back, b"second", "untouched");
+    let mut drained = vec![0u8; filled];
+    client.read_exact(&mut drained).unwrap();
+    let done = next(&mut p);
+    assert_eq!(done.id, id, "reported: it is loud now");
+    assert_eq!(read_n(&mut client, 5), b"first");
+    assert!(p.resend(id, Vec::new()).is_err(), "a reported op is gone");
+}

@@ -189,6 +189,21 @@ impl EventLoop {
         self.inner.proactor.borrow_mut().as_mut()?.reclaim_buf(id)
     }
 
+    /// Sends `buf` with finished quiet op `id`, in place (see
+    /// [`Proactor::resend`](ringloop_proactor::Proactor::resend)); returns the op's old
+    /// buffer, all of it sent.
+    ///
+    /// # Errors
+    /// `buf` back if `id` is not a finished quiet send or write (one still in flight becomes
+    /// loud), or the loop is closed.
+    #[inline]
+    pub fn resend_op(&self, id: OpId, buf: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+        match self.inner.proactor.borrow_mut().as_mut() {
+            Some(proactor) if !self.inner.closed.get() => proactor.resend(id, buf),
+            _ => Err(buf),
+        }
+    }
+
     /// Asks op `id` to finish early; its final completion still arrives (`ECANCELED`, or
     /// its real result if it finished first). `false` if it already completed.
     pub fn cancel_op(&self, id: OpId) -> bool {

@@ -55,6 +55,47 @@ impl StreamInner {
         self.check_flow_grow();
     }
 
+    /// The steady-state flush: the quiet send that finished is started again, in place,
+    /// with the queued bytes (`EventLoop::resend_op`). `false` when this does not apply
+    /// (then the caller settles and submits as usual).
+    #[inline]
+    fn resend_quietly(&self) -> bool {
+        let Some(id) = self.write_op.get() else {
+            return false;
+        };
+        if !self.write_quiet.get()
+            || self.aborted.get()
+            || self.closing.get()
+            || self.eof_requested.get()
+            || self.flow.get().is_paused()
+            || self.wbuf.borrow().is_empty()
+        {
+            return false;
+        }
+        let data = {
+            let mut spare = self.spare.borrow_mut();
+            let mut wbuf = self.wbuf.borrow_mut();
+            std::mem::swap(&mut *wbuf, &mut *spare);
+            std::mem::take(&mut *spare)
+        };
+        let len = data.len();
+        match self.lp.resend_op(id, data) {
+            Ok(sent) => {
+                self.in_flight.set(len);
+                self.keep_spare(sent);
+            }
+            Err(data) => {
+                // Still in flight (now loud): its completion submits these bytes, which
+                // go back in front of the (empty) write buffer.
+                self.write_quiet.set(false);
+                let mut wbuf = self.wbuf.borrow_mut();
+                let empty = std::mem::replace(&mut *wbuf, data);
+                *self.spare.borrow_mut() = empty;
+            }
+        }
+        true
+    }
+
     /// Takes back a quiet send: processes it if it finished unreported; if it is still in
     /// flight, it is made loud, and its completion will be handled as usual.
     #[inline]
@@ -355,8 +396,10 @@ impl StreamInner {
 impl Flush for StreamInner {
     fn flush(&self) {
         self.listed.set(false);
-        self.settle_write();
-        self.submit_write();
+        if !self.resend_quietly() {
+            self.settle_write();
+            self.submit_write();
+        }
         if !self.deferred_flow.borrow().is_empty() {
             self.deliver_deferred_flow();
         }

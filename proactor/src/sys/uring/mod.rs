@@ -128,6 +128,7 @@ impl Driver {
 
     /// Turns one CQE into what the caller sees (nothing for internal requests and for
     /// steps of emulations that report no event).
+    #[inline]
     fn on_cqe(&mut self, table: &mut OpTable, cqe: &cqueue::Entry) -> Option<RawCompletion> {
         let (user_data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
         let Some(id) = OpId::from_user_data(user_data) else {

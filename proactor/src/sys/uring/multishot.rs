@@ -91,6 +91,7 @@ impl Driver {
 
     /// A CQE of a multishot accept or poll (native or emulated): a result `>= 0` is an
     /// event (new fd, or `revents`); an error ends the op.
+    #[inline(never)]
     pub(super) fn on_multi(
         &mut self,
         table: &mut OpTable,
@@ -106,6 +107,7 @@ impl Driver {
     }
 
     /// The pidfd poll of the waitid fallback fired (or failed, or was cancelled).
+    #[inline(never)]
     pub(super) fn on_pidfd_poll(
         &mut self,
         table: &mut OpTable,
