@@ -15,6 +15,20 @@ use support::*;
 #[global_allocator]
 static ALLOC: AuditAllocator = AuditAllocator;
 
+/// Writes to the non-blocking `stream` until the socket buffers are full, so the next send
+/// has to wait for the reader; returns how many bytes that took.
+fn fill_send_buffers(stream: &mut std::net::TcpStream) -> usize {
+    let mut filled = 0;
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match std::io::Write::write(stream, &chunk) {
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return filled,
+            Err(e) => panic!("filling: {e}"),
+        }
+    }
+}
+
 #[test]
 fn quiet_send_that_succeeds_waits_unreported_until_reclaimed() {
     let mut p = proactor();
@@ -81,16 +95,7 @@ fn quiet_send_that_fails_is_reported() {
 fn reclaiming_a_quiet_send_still_in_flight_makes_it_loud() {
     let mut p = proactor();
     let (mut server, mut client) = tcp_pair();
-    // Fill the socket buffers, so the next send has to wait for the reader.
-    let mut filled = 0;
-    let chunk = vec![0u8; 64 * 1024];
-    loop {
-        match std::io::Write::write(&mut server, &chunk) {
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("filling: {e}"),
-        }
-    }
+    let filled = fill_send_buffers(&mut server);
     let id = p.push_quiet(Send::new(fd(&server), b"tail".to_vec()), 9);
     let _ = p.poll(Some(Duration::from_millis(20)));
     assert!(p.pop().is_none(), "nothing can be sent yet");
@@ -165,15 +170,7 @@ fn resend_starts_a_finished_quiet_send_again_in_place() {
 fn resend_of_a_quiet_send_still_in_flight_gives_the_buffer_back_and_makes_it_loud() {
     let mut p = proactor();
     let (mut server, mut client) = tcp_pair();
-    let mut filled = 0;
-    let chunk = vec![0u8; 64 * 1024];
-    loop {
-        match std::io::Write::write(&mut server, &chunk) {
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("filling: {e}"),
-        }
-    }
+    let filled = fill_send_buffers(&mut server);
     let id = p.push_quiet(Send::new(fd(&server), b"first".to_vec()), 2);
     let _ = p.poll(Some(Duration::from_millis(20)));
     assert!(p.pop().is_none());

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use ringloop_proactor::{Completion, Op, OpId};
+use ringloop_proactor::{Completion, Op, OpId, Proactor};
 use slab::Slab;
 
 use crate::error::LoopError;
@@ -151,9 +151,15 @@ impl EventLoop {
     /// given to the kernel).
     #[inline]
     pub fn submit(&self, op: impl Into<Op>, token: IoToken) -> Result<OpId, LoopError> {
+        self.with_open_proactor(|proactor| proactor.push(op, token.0))
+    }
+
+    /// Runs `f` on the proactor of an open loop.
+    #[inline]
+    fn with_open_proactor<R>(&self, f: impl FnOnce(&mut Proactor) -> R) -> Result<R, LoopError> {
         let mut proactor = self.inner.proactor.borrow_mut();
         match proactor.as_mut() {
-            Some(proactor) if !self.inner.closed.get() => Ok(proactor.push(op, token.0)),
+            Some(proactor) if !self.inner.closed.get() => Ok(f(proactor)),
             _ => Err(LoopError::LoopClosed),
         }
     }
@@ -167,11 +173,7 @@ impl EventLoop {
     /// [`LoopError::LoopClosed`] if the loop is closed (the op is dropped).
     #[inline]
     pub fn submit_quiet(&self, op: impl Into<Op>, token: IoToken) -> Result<OpId, LoopError> {
-        let mut proactor = self.inner.proactor.borrow_mut();
-        match proactor.as_mut() {
-            Some(proactor) if !self.inner.closed.get() => Ok(proactor.push_quiet(op, token.0)),
-            _ => Err(LoopError::LoopClosed),
-        }
+        self.with_open_proactor(|proactor| proactor.push_quiet(op, token.0))
     }
 
     /// Takes back quiet op `id`: its completion if it finished unreported, else `None`, and
@@ -198,7 +200,8 @@ impl EventLoop {
     /// loud), or the loop is closed.
     #[inline]
     pub fn resend_op(&self, id: OpId, buf: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
-        match self.inner.proactor.borrow_mut().as_mut() {
+        let mut proactor = self.inner.proactor.borrow_mut();
+        match proactor.as_mut() {
             Some(proactor) if !self.inner.closed.get() => proactor.resend(id, buf),
             _ => Err(buf),
         }

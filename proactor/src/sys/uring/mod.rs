@@ -167,6 +167,7 @@ impl Driver {
 }
 
 impl Backend for Driver {
+    #[inline]
     fn push(&mut self, table: &mut OpTable, id: OpId) {
         self.slots.reset(id);
         self.start(table, id);

@@ -126,7 +126,8 @@ fn recv_multi(op: &mut RecvMulti, slot: &mut Slot, cx: &Ctx<'_>) -> Entry {
     opcode::Recv::new(Fd(op.fd), ptr, len32(len)).build()
 }
 
-fn send(op: &mut Send) -> Entry {
+#[inline]
+pub(super) fn send(op: &mut Send) -> Entry {
     let data = op.remaining();
     opcode::Send::new(Fd(op.fd), data.as_ptr(), len32(data.len()))
         .flags(op.flags | libc::MSG_NOSIGNAL)

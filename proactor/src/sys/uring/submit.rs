@@ -20,6 +20,7 @@ use io_uring::EnterFlags;
 use super::prep::{self, Ctx, Prepared};
 use super::slots::Stage;
 use super::{multishot, Driver, WAIT_USER_DATA};
+use crate::op::Op;
 use crate::table::{OpId, OpTable};
 
 /// An entry of the backlog.
@@ -38,10 +39,20 @@ const EXT_ARG: u32 = EnterFlags::EXT_ARG.bits();
 impl Driver {
     /// Starts op `id` (new or re-armed): into the SQ if it fits behind the backlog, else at
     /// the back of the backlog.
+    #[inline]
     pub(super) fn start(&mut self, table: &mut OpTable, id: OpId) {
-        if !self.backlog.is_empty() {
-            self.fill_sq(table);
+        if self.backlog.is_empty() && self.issue(table, id) {
+            return;
         }
+        self.start_behind_backlog(table, id);
+    }
+
+    /// `start` when requests wait for room in the SQ (or it is full): this one queues up
+    /// behind them.
+    #[cold]
+    #[inline(never)]
+    fn start_behind_backlog(&mut self, table: &mut OpTable, id: OpId) {
+        self.fill_sq(table);
         if self.backlog.is_empty() && self.issue(table, id) {
             return;
         }
@@ -51,6 +62,7 @@ impl Driver {
 
     /// Prepares op `id` and puts its SQE in the SQ. `false` (nothing changed) when the SQ is
     /// full.
+    #[inline]
     fn issue(&mut self, table: &mut OpTable, id: OpId) -> bool {
         let mut sq = self.ring.submission();
         if sq.is_full() {
@@ -60,6 +72,16 @@ impl Driver {
             return true;
         };
         let slot = self.slots.get(id);
+        if let Op::Send(send) = &mut entry.op {
+            // The per-message case, without the generic dispatch's `Prepared` detour.
+            slot.stage = Stage::Kernel;
+            self.in_kernel += 1;
+            // SAFETY: as below: the SQE points into the op's heap buffer, which stays valid
+            // and in place until the front end removes the op after its final CQE.
+            let pushed = unsafe { sq.push(&prep::send(send).user_data(id.user_data())) };
+            debug_assert!(pushed.is_ok(), "the SQ had room a moment ago");
+            return true;
+        }
         let cx = Ctx {
             caps: &self.caps,
             pool: &self.pool,
