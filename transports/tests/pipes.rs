@@ -113,6 +113,33 @@ fn write_pipe_notices_the_reader_closing() {
 }
 
 #[test]
+fn write_pipe_whose_reader_took_everything_then_left_closes_cleanly() {
+    // semantics 171: everything written was taken by the kernel (the write finished,
+    // unreported), so the reader leaving is a clean end, not BrokenPipe.
+    let (lp, _) = new_loop();
+    let mut child = Command::new("sh")
+        .args(["-c", "head -c 5 >/dev/null"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin: OwnedFd = child.stdin.take().unwrap().into();
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let (proto, lost) = recorder(&lp2);
+        let proto = RefCell::new(Some(proto));
+        let (t, p) = lp2
+            .connect_write_pipe(move || proto.take().unwrap(), stdin)
+            .await?;
+        t.write(b"hello").unwrap();
+        lost.await?;
+        assert_eq!(p.borrow().shape(), vec![Event::Made, Event::Lost(None)]);
+        Ok::<_, LoopError>(())
+    })
+    .unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
 fn regular_files_are_rejected() {
     // semantics 166, 170
     let (lp, _) = new_loop();

@@ -385,6 +385,8 @@ impl StreamInner {
         if completion.result.is_err() || self.closing.get() {
             return;
         }
+        // A quiet write that finished unreported is not data still buffered.
+        self.settle_write();
         if self.buffered() == 0 {
             self.close();
         } else {
