@@ -243,22 +243,31 @@ impl Proactor {
             entry.quiet = false;
             return Err(buf);
         }
+        let resendable = match &entry.op {
+            Op::Send(_) => true,
+            Op::Write(write) => write.offset.is_none(),
+            _ => false,
+        };
+        if !resendable {
+            return Err(buf);
+        }
         audit::reclaim(&entry.op);
         let old = match &mut entry.op {
             Op::Send(send) => {
                 send.start = 0;
                 std::mem::replace(&mut send.buf, buf)
             }
-            Op::Write(write) if write.offset.is_none() => {
+            Op::Write(write) => {
                 write.start = 0;
                 std::mem::replace(&mut write.buf, buf)
             }
+            // Checked above.
             _ => return Err(buf),
         };
         entry.state = OpState::Active;
         entry.result = 0;
         audit::lend(&entry.op);
-        self.driver.push(&mut self.table, id);
+        self.driver.restart(&mut self.table, id);
         Ok(old)
     }
 

@@ -43,6 +43,11 @@ use crate::{BackendKind, Features};
 pub(crate) trait Backend {
     /// Starts the op at `id`.
     fn push(&mut self, table: &mut OpTable, id: OpId);
+    /// Starts again the op at `id`, which finished (its final completion was reaped) and
+    /// kept its table entry and id (`Proactor::resend`).
+    fn restart(&mut self, table: &mut OpTable, id: OpId) {
+        self.push(table, id);
+    }
     /// Asks for the op at `id` to finish early.
     fn cancel(&mut self, table: &mut OpTable, id: OpId);
     /// Submits queued work and waits for a completion, the timeout or a wake-up.
@@ -96,6 +101,10 @@ impl Backend for Driver {
     #[inline]
     fn push(&mut self, table: &mut OpTable, id: OpId) {
         delegate!(self, d => d.push(table, id))
+    }
+    #[inline]
+    fn restart(&mut self, table: &mut OpTable, id: OpId) {
+        delegate!(self, d => d.restart(table, id))
     }
     #[inline]
     fn cancel(&mut self, table: &mut OpTable, id: OpId) {

@@ -109,6 +109,8 @@ pub(crate) struct StreamInner {
     pub(crate) fd: RefCell<Option<OwnedFd>>,
     pub(crate) raw_fd: Cell<RawFd>,
     pub(crate) protocol: RefCell<Option<ProtocolRef>>,
+    /// Whether `protocol` is a buffered one, once asked (`None` until then).
+    pub(crate) protocol_is_buffered: Cell<Option<bool>>,
     pub(crate) phase: Cell<Phase>,
     /// `close()`, `abort()` or a fatal error happened: no more reads are delivered.
     pub(crate) closing: Cell<bool>,
@@ -216,6 +218,7 @@ impl Transport {
             fd: RefCell::new(Some(fd)),
             raw_fd: Cell::new(raw_fd),
             protocol: RefCell::new(Some(protocol)),
+            protocol_is_buffered: Cell::new(None),
             phase: Cell::new(Phase::Starting),
             closing: Cell::new(false),
             write_blocked: Cell::new(kind == StreamKind::ReadPipe),
@@ -433,6 +436,7 @@ impl Transport {
     /// Replaces the protocol; later events go to `protocol`.
     pub fn set_protocol(&self, protocol: ProtocolRef) {
         let old = self.inner.protocol.replace(Some(protocol));
+        self.inner.protocol_is_buffered.set(None);
         drop(old);
     }
 
@@ -467,6 +471,9 @@ impl fmt::Debug for Transport {
 impl IoHandler for StreamInner {
     #[inline]
     fn complete(&self, _lp: &EventLoop, completion: &mut Completion) {
+        if completion.more && self.deliver_chunk_now(completion) {
+            return;
+        }
         let id = Some(completion.id);
         // What the read and write paths leave in the completion (an op, a buffer) is
         // dropped in place before `maybe_finish`, as if they had owned it.

@@ -57,6 +57,31 @@ impl StreamInner {
         self.read_paused.get() || self.delivery_scheduled.get() || !self.pending.borrow().is_empty()
     }
 
+    /// The per-message case: a chunk of the multishot receive that can go straight to the
+    /// protocol. `false` (the completion untouched) when anything else must happen.
+    ///
+    /// Nothing else is needed after it: the receive goes on (`more`), so the read op is
+    /// still in flight and the transport cannot finish yet.
+    #[inline]
+    pub(crate) fn deliver_chunk_now(&self, completion: &mut Completion) -> bool {
+        if Some(completion.id) != self.read_op.get()
+            || self.closing.get()
+            || self.must_queue()
+            || completion.buf.as_ref().is_none_or(|buf| buf.is_empty())
+        {
+            return false;
+        }
+        let Some(buf) = completion.buf.take() else {
+            return false;
+        };
+        // Delivered straight from the pool buffer, which is recycled when `buf` drops.
+        if !self.deliver(&buf) {
+            self.pending.borrow_mut().push_front(Chunk::Pooled(buf));
+            self.schedule_delivery();
+        }
+        true
+    }
+
     /// A completion of the read op.
     #[inline]
     pub(crate) fn read_completed(&self, completion: &mut Completion) {
@@ -160,14 +185,25 @@ impl StreamInner {
     /// Hands `data` to the protocol; `false` if the protocol was busy (nothing delivered).
     #[inline]
     fn deliver(&self, data: &[u8]) -> bool {
-        let outcome =
-            self.with_protocol("data_received", |protocol| match protocol.as_buffered() {
+        // Whether the protocol is a buffered one is asked once per protocol, not per chunk.
+        let known_plain = self.protocol_is_buffered.get() == Some(false);
+        let outcome = self.with_protocol("data_received", |protocol| {
+            if known_plain {
+                protocol.data_received(data);
+                return Ok(());
+            }
+            match protocol.as_buffered() {
                 None => {
+                    self.protocol_is_buffered.set(Some(false));
                     protocol.data_received(data);
                     Ok(())
                 }
-                Some(buffered) => feed_buffered(buffered, data),
-            });
+                Some(buffered) => {
+                    self.protocol_is_buffered.set(Some(true));
+                    feed_buffered(buffered, data)
+                }
+            }
+        });
         match outcome {
             None => self.closing.get(),
             Some(Ok(())) => true,

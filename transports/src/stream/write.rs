@@ -72,25 +72,23 @@ impl StreamInner {
         {
             return false;
         }
-        let data = {
-            let mut spare = self.spare.borrow_mut();
-            let mut wbuf = self.wbuf.borrow_mut();
-            std::mem::swap(&mut *wbuf, &mut *spare);
-            std::mem::take(&mut *spare)
-        };
+        // No protocol code runs inside `resend_op`: the borrow cannot be re-entered.
+        let mut wbuf = self.wbuf.borrow_mut();
+        let data = std::mem::take(&mut *wbuf);
         let len = data.len();
         match self.lp.resend_op(id, data) {
-            Ok(sent) => {
+            Ok(mut sent) => {
                 self.in_flight.set(len);
-                self.keep_spare(sent);
+                // The sent buffer, emptied, is the next write buffer (the two alternate).
+                if sent.capacity() <= MAX_KEPT_BUFFER {
+                    sent.clear();
+                    *wbuf = sent;
+                }
             }
             Err(data) => {
-                // Still in flight (now loud): its completion submits these bytes, which
-                // go back in front of the (empty) write buffer.
+                // Still in flight (now loud): its completion submits these bytes.
                 self.write_quiet.set(false);
-                let mut wbuf = self.wbuf.borrow_mut();
-                let empty = std::mem::replace(&mut *wbuf, data);
-                *self.spare.borrow_mut() = empty;
+                *wbuf = data;
             }
         }
         true

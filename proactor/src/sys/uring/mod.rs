@@ -152,7 +152,21 @@ impl Driver {
             self.slots.get(id).stage = Stage::Done;
         }
         match &entry.op {
-            Op::RecvMulti(_) => self.on_recv_multi(table, id, res, flags),
+            Op::RecvMulti(_) => {
+                // The per-message case, inline: data in a ring buffer, the multishot goes on.
+                // (A single receive standing in for the multishot never sets `more`.)
+                if more && res > 0 && self.slots.get(id).buf.is_none() {
+                    if let Some(bid) = cqueue::buffer_select(flags) {
+                        return Some(RawCompletion {
+                            id,
+                            result: res,
+                            more,
+                            buf: Some(self.pool.filled(bid, res as usize)),
+                        });
+                    }
+                }
+                self.on_recv_multi(table, id, res, flags)
+            }
             Op::AcceptMulti(_) => self.on_multi(table, id, res, more),
             Op::PollAdd(poll) if poll.multishot => self.on_multi(table, id, res, more),
             Op::WaitId(_) if !self.caps.waitid => self.on_pidfd_poll(table, id, res),
@@ -170,6 +184,13 @@ impl Backend for Driver {
     #[inline]
     fn push(&mut self, table: &mut OpTable, id: OpId) {
         self.slots.reset(id);
+        self.start(table, id);
+    }
+
+    /// The slot still belongs to `id` (same op, same id) and holds no buffer (only receives
+    /// lend one): no reset needed.
+    #[inline]
+    fn restart(&mut self, table: &mut OpTable, id: OpId) {
         self.start(table, id);
     }
 

@@ -42,6 +42,7 @@ fn event(id: OpId, result: i32) -> RawCompletion {
 
 impl Driver {
     /// A CQE of a multishot receive (native, or a single receive standing in for it).
+    #[inline(never)]
     pub(super) fn on_recv_multi(
         &mut self,
         table: &mut OpTable,
