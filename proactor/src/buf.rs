@@ -209,8 +209,9 @@ impl BufPool {
         BufPool::build(count, size, Recycler::FreeList(RefCell::new(free)))
     }
 
-    /// A pool of `count` buffers (a power of two) of `size` bytes whose ring entries live at
-    /// a fresh page-aligned allocation, all buffers already published. Register
+    /// A pool of `count` buffers (a power of two) of `size` bytes whose ring of `count`
+    /// entries lives at a fresh page-aligned allocation, the first [`INITIAL_RING_DEPTH`]
+    /// buffers (or all, if fewer) already published and the rest spare. Register
     /// [`BufPool::ring_addr`] with the kernel before the first receive.
     pub(crate) fn with_ring(count: u16, size: usize) -> std::io::Result<BufPool> {
         if !count.is_power_of_two() {

@@ -6,8 +6,9 @@
 //! (`ENOBUFS`), a multishot the kernel stopped after a last event (CQ overflow), or one
 //! shot of an emulation — the event (if any) is reported with `more == true` and the op is
 //! re-armed: as a single receive into a buffer of its own while the pool is dry (after a dry
-//! ring was topped up with spare buffers, as a multishot again), else as what it was. Only one kernel request per op is ever in flight, so a cancel by
-//! `user_data` always finds the current one, and received data stays in order.
+//! ring was topped up with spare buffers, as a multishot again), else as what it was. Only
+//! one kernel request per op is ever in flight, so a cancel by `user_data` always finds the
+//! current one, and received data stays in order.
 //!
 //! An op that was cancelled or detached is not re-armed: it ends with `ECANCELED` after its
 //! last event.
