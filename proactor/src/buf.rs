@@ -47,7 +47,7 @@ pub(crate) struct RingShared {
     pub(crate) layout: std::alloc::Layout,
     /// How many buffers to keep published; grows when the kernel runs dry.
     depth: Cell<u16>,
-    /// [`RingShared::consumed`] when the depth last grew: it grows again only once a whole
+    /// [`PoolInner::consumed`] when the depth last grew: it grows again only once a whole
     /// ring's worth was received since, so one burst of `ENOBUFS` (one per receive that
     /// found the ring empty) doubles it once, not once per receive.
     consumed_at_growth: Cell<u16>,
