@@ -225,13 +225,17 @@ impl Plan<'_> {
         for round in 1..=self.args.rounds {
             for (i, &c) in contenders.iter().enumerate() {
                 match measure_idle(c, conns) {
-                    Ok(b) => {
+                    Ok(m) => {
                         eprintln!(
-                            "  round {round}/{}: {:<18} {b:>8.0} B/conn",
+                            "  round {round}/{}: {:<18} {:>8.0} B/conn, fixed {:>6.0} KiB \
+                             ({:.0} B/conn over all {conns})",
                             self.args.rounds,
-                            c.name()
+                            c.name(),
+                            m.per_conn,
+                            m.fixed / 1024.0,
+                            m.overall
                         );
-                        samples[i].push(b);
+                        samples[i].push(m.per_conn);
                     }
                     Err(e) => {
                         eprintln!(
@@ -411,9 +415,25 @@ fn count_syscalls(pid: u32, lg: &mut LoadGen, window: Duration) -> io::Result<Op
     Ok((win.messages > 0).then(|| calls as f64 / win.messages as f64))
 }
 
-/// Resident memory per connection: VmRSS before and after opening `conns` connections that
-/// each made one round trip and then stay idle.
-fn measure_idle(c: Contender, conns: usize) -> io::Result<f64> {
+/// What one idle round measured.
+#[derive(Clone, Copy, Debug)]
+struct IdleSample {
+    /// Resident bytes each further connection adds: the growth over the second half of the
+    /// connections, divided by their number.
+    per_conn: f64,
+    /// Resident bytes the first half added beyond `per_conn` each: costs paid once, on the
+    /// first connections or the first burst (buffers touched, tables sized), not per
+    /// connection.
+    fixed: f64,
+    /// The whole growth divided by all connections (the figure before the split).
+    overall: f64,
+}
+
+/// Resident memory per connection: VmRSS before, after the first half and after all of
+/// `conns` connections that each made one round trip and then stay idle. The second half,
+/// opened the same way as the first, prices one more connection; what the first half cost
+/// beyond that is reported as fixed.
+fn measure_idle(c: Contender, conns: usize) -> io::Result<IdleSample> {
     let (request, response_len) = traffic(Workload::Echo { conns, size: 64 });
     let server = ServerProcess::spawn(
         c,
@@ -423,17 +443,30 @@ fn measure_idle(c: Contender, conns: usize) -> io::Result<f64> {
     )?;
     std::thread::sleep(Duration::from_millis(50));
     let before = process_rss(server.pid())?;
-    let lg = LoadGen::connect(
-        server.addr,
-        conns,
-        request,
-        response_len,
-        connect_timeout(conns),
-    )?;
+    let first = conns / 2;
+    let open = |n: usize| {
+        LoadGen::connect(
+            server.addr,
+            n,
+            request.clone(),
+            response_len,
+            connect_timeout(n),
+        )
+    };
+    let lg1 = open(first)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let mid = process_rss(server.pid())?;
+    let lg2 = open(conns - first)?;
     std::thread::sleep(Duration::from_millis(200));
     let after = process_rss(server.pid())?;
-    drop(lg);
-    Ok(after.saturating_sub(before) as f64 / conns as f64)
+    drop((lg1, lg2));
+    let per_conn = after.saturating_sub(mid) as f64 / (conns - first).max(1) as f64;
+    let first_growth = mid.saturating_sub(before) as f64;
+    Ok(IdleSample {
+        per_conn,
+        fixed: first_growth - per_conn * first as f64,
+        overall: after.saturating_sub(before) as f64 / conns.max(1) as f64,
+    })
 }
 
 /// Runs one micro-workload in a child pinned to the server core.

@@ -5,6 +5,25 @@
 //! each chunk it receives and the completion names it. On epoll (or kernels without buffer
 //! rings) the backend picks from a free list itself. Either way a chunk reaches the caller as
 //! a [`RecvBuf`], and the buffer goes back to the pool the moment the `RecvBuf` is dropped.
+//!
+//! # Resident memory
+//! The pool is allocated zeroed and untouched, so a buffer costs resident memory only once
+//! something is written into it. The kernel takes ring entries first in, first out: were
+//! every free buffer published, a few thousand receives would touch all of them (at least a
+//! page each, 2 MiB for the default 512 buffers) however few were ever in use at once. So the
+//! ring holds only [`RingShared::depth`] buffers (16 at first); the others wait in a stack of
+//! spares, most recently freed on top. A dropped chunk's buffer goes straight back to the
+//! ring while it holds fewer than `depth`, else onto that stack, so the buffers the kernel
+//! gets are the ones already resident and in cache. When the kernel finds the ring empty
+//! (`ENOBUFS`: chunks are held, or a burst outran it), [`BufPool::ran_dry`] tops it up from
+//! the spares and, after a whole ring's worth of receives since it last grew, doubles the
+//! depth (up to every buffer), so a busy proactor soon keeps as many published as its bursts
+//! need. Per chunk this costs one comparison more than publishing every buffer.
+//!
+//! A buffer is in exactly one place at a time: published in the ring, on the spare stack, or
+//! held by a `RecvBuf` (or a single receive). Only the last two are ever published, so the
+//! kernel never writes a buffer anyone still reads, and the ring never holds more than
+//! `count` entries.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -12,7 +31,11 @@ use std::ops::Deref;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-/// The part of a provided-buffer ring the application writes: entries plus a shared tail.
+/// How many buffers a ring starts with published (fewer when the pool is smaller).
+pub(crate) const INITIAL_RING_DEPTH: u16 = 16;
+
+/// The part of a provided-buffer ring the application writes: entries plus a shared tail,
+/// and the bookkeeping of which buffers are published.
 pub(crate) struct RingShared {
     /// Page-aligned array of `entries` `io_uring_buf` structs, registered with the kernel.
     pub(crate) base: *mut io_uring::types::BufRingEntry,
@@ -22,8 +45,20 @@ pub(crate) struct RingShared {
     pub(crate) tail: Cell<u16>,
     /// The memory layout used to allocate `base`.
     pub(crate) layout: std::alloc::Layout,
+    /// How many buffers to keep published; grows when the kernel runs dry.
+    depth: Cell<u16>,
+    /// [`PoolInner::consumed`] when the depth last grew: it grows again only once a whole
+    /// ring's worth was received since, so one burst of `ENOBUFS` (one per receive that
+    /// found the ring empty) doubles it once, not once per receive.
+    consumed_at_growth: Cell<u16>,
+    /// Free buffers not published, most recently freed last.
+    spare: RefCell<Vec<u16>>,
+    /// A recycled buffer is published when `in_use` (after the recycle) is at least this,
+    /// i.e. when the ring holds fewer than `depth`; else it becomes a spare. Derived from
+    /// `depth` and the number of spares by [`PoolInner::retune`], so that the per-chunk path
+    /// compares one counter instead of counting ring entries.
+    publish_from: Cell<u16>,
 }
-
 impl Drop for RingShared {
     fn drop(&mut self) {
         // SAFETY: `base` was allocated with `layout` by `BufPool::with_ring` and is freed
@@ -70,31 +105,94 @@ impl PoolInner {
         unsafe { self.mem.add(usize::from(id) * self.size) }
     }
 
+    #[inline]
     fn recycle(&self, id: u16) {
         match &self.recycler {
             Recycler::FreeList(free) => free.borrow_mut().push(id),
-            Recycler::Ring(ring) => {
-                let tail = ring.tail.get();
-                let mask = ring.entries - 1;
-                // The kernel reads only entries between its head and the published tail; this
-                // slot is past the published tail, so no one reads it while we write.
-                // SAFETY: `base` points to `entries` entries owned by the pool; in range.
-                let entry = unsafe { &mut *ring.base.add(usize::from(tail & mask)) };
-                entry.set_addr(self.buf_ptr(id) as u64);
-                entry.set_len(self.size as u32);
-                entry.set_bid(id);
-                let new_tail = tail.wrapping_add(1);
-                ring.tail.set(new_tail);
-                // The release store publishes the entry written above before the kernel can
-                // see the new tail, which it reads atomically.
-                // SAFETY: the tail lives in the first entry's reserved bytes, 2-byte aligned.
-                unsafe {
-                    let tail_ptr =
-                        io_uring::types::BufRingEntry::tail(ring.base) as *const AtomicU16;
-                    (*tail_ptr).store(new_tail, Ordering::Release);
-                }
+            Recycler::Ring(ring) if self.in_use.get() >= ring.publish_from.get() => {
+                self.publish(ring, id);
             }
+            Recycler::Ring(ring) => self.keep_spare(ring, id),
         }
+    }
+
+    /// The ring is full: keeps `id` on top of the spares (the next to be published).
+    #[cold]
+    fn keep_spare(&self, ring: &RingShared, id: u16) {
+        ring.spare.borrow_mut().push(id);
+        self.retune(ring);
+    }
+
+    /// Buffers in the ring as far as reaped completions tell: neither held nor spare. The
+    /// kernel may have taken some of them already (completions not reaped yet).
+    fn in_ring(&self, ring: &RingShared) -> u16 {
+        let spare = ring.spare.borrow().len() as u16;
+        self.count
+            .saturating_sub(self.in_use.get())
+            .saturating_sub(spare)
+    }
+
+    /// Buffers the kernel took so far, as far as reaped completions tell (wrapping): every
+    /// buffer ever published, less those still in the ring.
+    fn consumed(&self, ring: &RingShared) -> u16 {
+        ring.tail.get().wrapping_sub(self.in_ring(ring))
+    }
+
+    /// Recomputes [`RingShared::publish_from`] after the depth or the number of spares
+    /// changed.
+    ///
+    /// With `S` spares, the ring holds `count - in_use - S` buffers (less those the kernel
+    /// took and we have not reaped). A buffer recycled when `in_use` has dropped to `u`
+    /// finds `count - u - S - 1` in the ring: it is published if that is below `depth`, i.e.
+    /// if `u >= count - depth - S`.
+    #[cold]
+    fn retune(&self, ring: &RingShared) {
+        let spare = ring.spare.borrow().len() as u16;
+        let depth = ring.depth.get();
+        ring.publish_from
+            .set(self.count.saturating_sub(depth).saturating_sub(spare));
+    }
+
+    /// Hands free buffer `id` to the kernel at the ring's tail.
+    #[inline]
+    fn publish(&self, ring: &RingShared, id: u16) {
+        let tail = ring.tail.get();
+        let mask = ring.entries - 1;
+        // The kernel reads only entries between its head and the published tail; this
+        // slot is past the published tail, so no one reads it while we write. The ring never
+        // holds more than `count == entries` buffers (each buffer is in one place at a time),
+        // so the slot is not one the kernel has yet to consume.
+        // SAFETY: `base` points to `entries` entries owned by the pool; in range.
+        let entry = unsafe { &mut *ring.base.add(usize::from(tail & mask)) };
+        // `len` is the same for every entry and was written when the ring was made; the
+        // kernel does not change it (no incremental consumption).
+        entry.set_addr(self.buf_ptr(id) as u64);
+        entry.set_bid(id);
+        let new_tail = tail.wrapping_add(1);
+        ring.tail.set(new_tail);
+        // The release store publishes the entry written above before the kernel can
+        // see the new tail, which it reads atomically.
+        // SAFETY: the tail lives in the first entry's reserved bytes, 2-byte aligned.
+        unsafe {
+            let tail_ptr = io_uring::types::BufRingEntry::tail(ring.base) as *const AtomicU16;
+            (*tail_ptr).store(new_tail, Ordering::Release);
+        }
+    }
+
+    /// Publishes spares (most recently freed first) until the ring holds `depth` buffers;
+    /// returns how many it published.
+    #[cold]
+    fn top_up(&self, ring: &RingShared) -> u16 {
+        let mut added = 0;
+        while self.in_ring(ring) < ring.depth.get() {
+            let Some(id) = ring.spare.borrow_mut().pop() else {
+                break;
+            };
+            self.publish(ring, id);
+            added += 1;
+        }
+        self.retune(ring);
+        added
     }
 }
 
@@ -111,8 +209,9 @@ impl BufPool {
         BufPool::build(count, size, Recycler::FreeList(RefCell::new(free)))
     }
 
-    /// A pool of `count` buffers (a power of two) of `size` bytes whose ring entries live at
-    /// a fresh page-aligned allocation, all buffers already published. Register
+    /// A pool of `count` buffers (a power of two) of `size` bytes whose ring of `count`
+    /// entries lives at a fresh page-aligned allocation, the first [`INITIAL_RING_DEPTH`]
+    /// buffers (or all, if fewer) already published and the rest spare. Register
     /// [`BufPool::ring_addr`] with the kernel before the first receive.
     pub(crate) fn with_ring(count: u16, size: usize) -> std::io::Result<BufPool> {
         if !count.is_power_of_two() {
@@ -130,15 +229,35 @@ impl BufPool {
         if base.is_null() {
             return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory));
         }
+        let depth = count.min(INITIAL_RING_DEPTH);
         let ring = RingShared {
             base,
             entries: count,
             tail: Cell::new(0),
             layout,
+            depth: Cell::new(depth),
+            consumed_at_growth: Cell::new(0),
+            // Popped from the end: the lowest ids go out first.
+            spare: RefCell::new((depth..count).rev().collect()),
+            publish_from: Cell::new(0),
         };
+        let len = u32::try_from(size).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "receive buffers must be under 4 GiB",
+            )
+        })?;
+        for i in 0..usize::from(count) {
+            // SAFETY: `i < count`, inside the allocation of `count` entries; the kernel does
+            // not know the ring yet.
+            unsafe { (*base.add(i)).set_len(len) };
+        }
         let pool = BufPool::build(count, size, Recycler::Ring(ring));
-        for id in 0..count {
-            pool.inner.recycle(id);
+        if let Recycler::Ring(ring) = &pool.inner.recycler {
+            for id in 0..depth {
+                pool.inner.publish(ring, id);
+            }
+            pool.inner.retune(ring);
         }
         Ok(pool)
     }
@@ -210,6 +329,7 @@ impl BufPool {
     }
 
     /// Wraps buffer `id`, into which the kernel (or the backend) wrote `len` bytes.
+    #[inline]
     pub(crate) fn filled(&self, id: u16, len: usize) -> RecvBuf {
         debug_assert!(id < self.inner.count && len <= self.inner.size);
         self.inner.in_use.set(self.inner.in_use.get() + 1);
@@ -218,6 +338,40 @@ impl BufPool {
             id,
             len: len.min(self.inner.size) as u32,
         })
+    }
+
+    /// The kernel reported the ring empty (`ENOBUFS`): deepens it if a whole ring's worth
+    /// was received since it last grew, and publishes spares up to the depth. Returns
+    /// whether it published any, i.e. whether a receive re-armed now finds a buffer.
+    pub(crate) fn ran_dry(&self) -> bool {
+        let Recycler::Ring(ring) = &self.inner.recycler else {
+            return false;
+        };
+        let depth = ring.depth.get();
+        let received = self
+            .inner
+            .consumed(ring)
+            .wrapping_sub(ring.consumed_at_growth.get());
+        if received >= depth && depth < self.inner.count {
+            let deeper = depth.saturating_mul(2).min(self.inner.count);
+            tracing::debug!(
+                from = depth,
+                to = deeper,
+                "provided-buffer ring ran dry; keeping more buffers published"
+            );
+            ring.depth.set(deeper);
+            ring.consumed_at_growth.set(self.inner.consumed(ring));
+        }
+        self.inner.top_up(ring) > 0
+    }
+
+    /// How many buffers the ring keeps published (`None` for free-list pools).
+    #[cfg(test)]
+    pub(crate) fn ring_depth(&self) -> Option<u16> {
+        match &self.inner.recycler {
+            Recycler::Ring(ring) => Some(ring.depth.get()),
+            Recycler::FreeList(_) => None,
+        }
     }
 }
 
@@ -248,6 +402,14 @@ impl RecvBuf {
         RecvBuf(Repr::Owned(data))
     }
 
+    /// Whether the chunk lives in the proactor's shared receive pool (`false`: in a buffer
+    /// of its own, the fallback when the pool ran dry). A pooled chunk returns its buffer
+    /// when dropped; chunks kept for long are better turned into vectors with
+    /// [`RecvBuf::into_vec`], so that later receives still find pooled buffers.
+    pub fn is_pooled(&self) -> bool {
+        matches!(self.0, Repr::Pooled { .. })
+    }
+
     /// The bytes as an owned vector (copies when the chunk lives in the pool).
     pub fn into_vec(mut self) -> Vec<u8> {
         match &mut self.0 {
@@ -276,7 +438,7 @@ impl Deref for RecvBuf {
 impl Drop for RecvBuf {
     fn drop(&mut self) {
         if let Repr::Pooled { pool, id, .. } = &self.0 {
-            pool.in_use.set(pool.in_use.get().saturating_sub(1));
+            pool.in_use.set(pool.in_use.get().wrapping_sub(1));
             pool.recycle(*id);
         }
     }
@@ -306,13 +468,125 @@ mod tests {
         assert_eq!(pool.take().map(|(id, _)| id), Some(a));
     }
 
+    fn ring(pool: &BufPool) -> &RingShared {
+        match &pool.inner.recycler {
+            Recycler::Ring(ring) => ring,
+            Recycler::FreeList(_) => unreachable!("a ring pool"),
+        }
+    }
+
+    /// What the kernel does: takes the buffer at the ring's head.
+    fn kernel_take(pool: &BufPool, head: &mut u16) -> u16 {
+        let ring = ring(pool);
+        assert_ne!(
+            *head,
+            ring.tail.get(),
+            "the kernel would find the ring empty"
+        );
+        // SAFETY: `head & mask` indexes one of the ring's `entries` entries.
+        let entry = unsafe { &*ring.base.add(usize::from(*head & (ring.entries - 1))) };
+        *head = head.wrapping_add(1);
+        entry.bid()
+    }
+
     #[test]
-    fn ring_pool_publishes_every_buffer() {
-        let pool = BufPool::with_ring(4, 16).unwrap();
-        let Recycler::Ring(ring) = &pool.inner.recycler else {
-            unreachable!()
-        };
-        assert_eq!(ring.tail.get(), 4);
+    fn ring_pool_publishes_only_the_initial_depth() {
+        let pool = BufPool::with_ring(64, 16).unwrap();
+        assert_eq!(ring(&pool).tail.get(), INITIAL_RING_DEPTH);
+        assert_eq!(ring(&pool).spare.borrow().len(), 64 - 16);
+        let small = BufPool::with_ring(4, 16).unwrap();
+        assert_eq!(
+            ring(&small).tail.get(),
+            4,
+            "a small pool publishes every buffer"
+        );
         assert!(BufPool::with_ring(3, 16).is_err());
+    }
+
+    #[test]
+    fn recycled_buffers_refill_the_ring_and_spares_stay_cold() {
+        // One chunk at a time, dropped at once: the ring cycles through its own buffers and
+        // never reaches for a spare, so no other buffer's memory is ever touched.
+        let pool = BufPool::with_ring(64, 16).unwrap();
+        let mut head = 0;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let id = kernel_take(&pool, &mut head);
+            seen.insert(id);
+            drop(pool.filled(id, 1));
+        }
+        assert_eq!(seen.len(), usize::from(INITIAL_RING_DEPTH));
+        assert!(seen.iter().all(|&id| id < INITIAL_RING_DEPTH));
+        assert_eq!(pool.inner.in_ring(ring(&pool)), INITIAL_RING_DEPTH);
+    }
+
+    #[test]
+    fn held_chunks_draw_spares_and_the_latest_freed_go_out_first() {
+        let pool = BufPool::with_ring(64, 16).unwrap();
+        let mut head = 0;
+        let mut held = Vec::new();
+        // Hold a whole ring's worth: the kernel finds it empty, and the spares refill it.
+        for _ in 0..INITIAL_RING_DEPTH {
+            held.push(pool.filled(kernel_take(&pool, &mut head), 1));
+        }
+        assert_eq!(ring(&pool).tail.get(), head, "the ring is empty");
+        assert!(pool.ran_dry());
+        for _ in 0..24 {
+            held.push(pool.filled(kernel_take(&pool, &mut head), 1));
+        }
+        let mut ids: Vec<u16> = held.iter().map(pooled_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 40, "a buffer handed out twice");
+        // Release them: the ring fills to its depth, the rest go onto the spare stack with
+        // the last one dropped on top.
+        let depth = pool.ring_depth().unwrap();
+        let last = pooled_id(held.last().unwrap());
+        drop(held);
+        assert_eq!(pool.in_use(), 0);
+        assert_eq!(pool.inner.in_ring(ring(&pool)), depth);
+        assert_eq!(ring(&pool).spare.borrow().last(), Some(&last));
+        // Empty the ring again: the next buffer the kernel gets is the last one freed.
+        let mut again = Vec::new();
+        while ring(&pool).tail.get() != head {
+            again.push(pool.filled(kernel_take(&pool, &mut head), 1));
+        }
+        assert!(pool.ran_dry());
+        assert_eq!(kernel_take(&pool, &mut head), last);
+    }
+
+    #[test]
+    fn a_dry_ring_deepens_once_per_ring_full_of_receives() {
+        let pool = BufPool::with_ring(64, 16).unwrap();
+        let mut head = 0;
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            held.push(pool.filled(kernel_take(&pool, &mut head), 1));
+        }
+        // Many receives report ENOBUFS from one burst: the depth doubles once.
+        assert!(pool.ran_dry(), "spares were published");
+        assert_eq!(pool.ring_depth(), Some(32));
+        assert_eq!(pool.inner.in_ring(ring(&pool)), 32);
+        assert!(!pool.ran_dry(), "the ring is full: nothing more to publish");
+        assert_eq!(pool.ring_depth(), Some(32), "grew twice for one burst");
+        // Another ring's worth received, and dry again: it doubles again, up to the count.
+        for _ in 0..32 {
+            held.push(pool.filled(kernel_take(&pool, &mut head), 1));
+        }
+        pool.ran_dry();
+        assert_eq!(pool.ring_depth(), Some(64));
+        while ring(&pool).tail.get() != head {
+            held.push(pool.filled(kernel_take(&pool, &mut head), 1));
+        }
+        assert_eq!(pool.in_use(), 64);
+        assert!(!pool.ran_dry(), "every buffer is held: nothing to publish");
+        assert_eq!(pool.ring_depth(), Some(64));
+    }
+
+    fn pooled_id(buf: &RecvBuf) -> u16 {
+        match &buf.0 {
+            Repr::Pooled { id, .. } => *id,
+            Repr::Owned(_) => unreachable!("a pooled chunk"),
+        }
     }
 }

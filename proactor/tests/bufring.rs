@@ -16,7 +16,8 @@ static ALLOC: AuditAllocator = AuditAllocator;
 
 /// Streams `data` into a multishot receive on a proactor with a pool of `count` buffers of
 /// 64 bytes; `hold` keeps every chunk alive until the end (the pool runs dry at once).
-fn stream(count: u16, data: &[u8], hold: bool) -> (Vec<u8>, usize) {
+/// Returns the bytes received, the number of chunks and how many of them were pooled.
+fn stream(count: u16, data: &[u8], hold: bool) -> (Vec<u8>, usize, usize) {
     let mut p = Proactor::builder().recv_buffers(count, 64).build().unwrap();
     let (server, mut client) = tcp_pair();
     let id = p.push(RecvMulti::new(fd(&server)), 1);
@@ -31,6 +32,7 @@ fn stream(count: u16, data: &[u8], hold: bool) -> (Vec<u8>, usize) {
     let mut got = Vec::new();
     let mut held: Vec<RecvBuf> = Vec::new();
     let mut chunks = 0;
+    let mut pooled = 0;
     loop {
         let c = next(&mut p);
         assert_eq!(c.id, id);
@@ -51,6 +53,7 @@ fn stream(count: u16, data: &[u8], hold: bool) -> (Vec<u8>, usize) {
         assert_eq!(buf.len() as u32, c.result.unwrap());
         got.extend_from_slice(&buf);
         chunks += 1;
+        pooled += usize::from(buf.is_pooled());
         if hold {
             held.push(buf);
         }
@@ -61,22 +64,43 @@ fn stream(count: u16, data: &[u8], hold: bool) -> (Vec<u8>, usize) {
     if hold {
         assert_eq!(concat, got);
     }
-    (got, chunks)
+    (got, chunks, pooled)
 }
 
 #[test]
 fn bufring_exhausted_pool_delivers_every_byte_in_order() {
     let data = pattern(64 * 1024);
-    let (got, chunks) = stream(4, &data, true);
+    let (got, chunks, _) = stream(4, &data, true);
     assert_eq!(got.len(), data.len(), "bytes lost");
     assert!(got == data, "bytes reordered");
     assert!(chunks >= data.len() / 64, "{chunks} chunks");
 }
 
 #[test]
+fn bufring_held_chunks_use_every_pooled_buffer_then_owned_ones_in_order() {
+    // A pool larger than the io_uring ring's first depth: while chunks are held, the ring is
+    // topped up from the spare buffers (and deepened when the kernel finds it dry) until
+    // every buffer of the pool is in use; only then do chunks go to owned buffers.
+    let data = pattern(64 * 1024);
+    let (got, chunks, pooled) = stream(256, &data, true);
+    assert_eq!(got.len(), data.len(), "bytes lost");
+    assert!(got == data, "bytes reordered");
+    assert_eq!(pooled, 256, "pooled chunks out of {chunks}");
+}
+
+#[test]
+fn bufring_dropped_chunks_carry_a_long_stream_through_a_large_pool() {
+    let data = pattern(1024 * 1024);
+    let (got, _, pooled) = stream(512, &data, false);
+    assert_eq!(got.len(), data.len(), "bytes lost");
+    assert!(got == data, "bytes reordered");
+    assert!(pooled > 0);
+}
+
+#[test]
 fn bufring_recycled_buffers_carry_a_long_stream() {
     let data = pattern(1024 * 1024);
-    let (got, _) = stream(4, &data, false);
+    let (got, _, _) = stream(4, &data, false);
     assert_eq!(got.len(), data.len(), "bytes lost");
     assert!(got == data, "bytes reordered");
 }

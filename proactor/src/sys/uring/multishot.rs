@@ -5,9 +5,10 @@
 //! behind it ends while the op should go on — a multishot receive whose buffer ring ran dry
 //! (`ENOBUFS`), a multishot the kernel stopped after a last event (CQ overflow), or one
 //! shot of an emulation — the event (if any) is reported with `more == true` and the op is
-//! re-armed: as a single receive into a buffer of its own while the ring is dry, else as
-//! what it was. Only one kernel request per op is ever in flight, so a cancel by
-//! `user_data` always finds the current one, and received data stays in order.
+//! re-armed: as a single receive into a buffer of its own while the pool is dry (after a dry
+//! ring was topped up with spare buffers, as a multishot again), else as what it was. Only
+//! one kernel request per op is ever in flight, so a cancel by `user_data` always finds the
+//! current one, and received data stays in order.
 //!
 //! An op that was cancelled or detached is not re-armed: it ends with `ECANCELED` after its
 //! last event.
@@ -79,11 +80,16 @@ impl Driver {
         match res {
             n if n > 0 => self.rearm(table, id, data),
             e if e == -libc::ENOBUFS => {
-                tracing::debug!(
-                    ?id,
-                    "provided buffers ran dry; receiving into an owned buffer"
-                );
-                self.slots.get(id).single = true;
+                // The pool may deepen the ring and publish spare buffers; only if it has
+                // none does the op go on with a receive into an owned buffer.
+                let single = !self.pool.ran_dry();
+                if single {
+                    tracing::debug!(
+                        ?id,
+                        "provided buffers ran dry; receiving into an owned buffer"
+                    );
+                }
+                self.slots.get(id).single = single;
                 self.rearm(table, id, None)
             }
             r => Some(last(id, r)),

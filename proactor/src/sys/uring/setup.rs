@@ -362,4 +362,91 @@ mod tests {
         assert!(!Disabled(vec!["all".into()]).allows("defer_taskrun"));
         assert!(Disabled::default().allows("anything"));
     }
+
+    /// A real ring the kernel runs dry: the driver reports `ENOBUFS` to the pool, which
+    /// deepens the ring and tops it up from its spares, so every chunk still lands in a pooled
+    /// buffer and none is lost or reordered.
+    #[test]
+    fn a_ring_the_kernel_runs_dry_grows_deeper() {
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        use std::time::{Duration, Instant};
+
+        use crate::buf::INITIAL_RING_DEPTH;
+        use crate::op::{Op, RecvMulti};
+        use crate::sys::Backend as _;
+        use crate::table::OpTable;
+
+        let config = Config {
+            entries: 64,
+            recv_buffers: 64,
+            recv_buffer_size: 64,
+            wake_fd: -1,
+        };
+        let Ok(mut driver) = super::super::Driver::new(&config) else {
+            eprintln!("SKIPPED: no io_uring here");
+            return;
+        };
+        if !driver.features.multishot_recv {
+            eprintln!("SKIPPED: no multishot receive from a buffer ring");
+            return;
+        }
+        assert_eq!(driver.pool.ring_depth(), Some(INITIAL_RING_DEPTH));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut table = OpTable::default();
+        let id = table.insert(Op::RecvMulti(RecvMulti::new(server.as_raw_fd())), 0);
+        driver.push(&mut table, id);
+        driver.poll(&mut table, Some(Duration::ZERO)).unwrap();
+        // 48 chunks' worth at once, more than the ring holds: the kernel takes all 16
+        // published buffers in one go and reports the ring dry.
+        let data: Vec<u8> = (0..48 * 64).map(|i| (i % 251) as u8).collect();
+        client.write_all(&data).unwrap();
+        let mut held = Vec::new();
+        let mut got = Vec::new();
+        let start = Instant::now();
+        while got.len() < data.len() {
+            assert!(start.elapsed() < Duration::from_secs(10), "stalled");
+            driver
+                .poll(&mut table, Some(Duration::from_millis(100)))
+                .unwrap();
+            while let Some(c) = driver.pop(&mut table) {
+                assert!(c.more, "the receive ended: {}", c.result);
+                let Some(buf) = c.buf else { continue };
+                got.extend_from_slice(&buf);
+                held.push(buf);
+            }
+        }
+        assert!(got == data, "bytes lost or reordered");
+        assert!(
+            held.iter().all(|b| b.is_pooled()),
+            "a chunk fell back to an owned buffer while spares were left"
+        );
+        let depth = driver.pool.ring_depth().unwrap();
+        assert!(
+            depth > INITIAL_RING_DEPTH,
+            "the ring did not grow ({depth})"
+        );
+        // End the op and reap its last completion so the driver can free the pool.
+        driver.cancel(&mut table, id);
+        let start = Instant::now();
+        'end: loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no final completion"
+            );
+            driver
+                .poll(&mut table, Some(Duration::from_millis(100)))
+                .unwrap();
+            while let Some(c) = driver.pop(&mut table) {
+                if !c.more {
+                    break 'end;
+                }
+            }
+        }
+        table.remove(id);
+        drop(held);
+        assert_eq!(driver.pool.in_use(), 0);
+    }
 }
