@@ -67,7 +67,7 @@ impl StreamInner {
         if Some(completion.id) != self.read_op.get()
             || self.closing.get()
             || self.must_queue()
-            || completion.buf.as_ref().is_none_or(|buf| buf.is_empty())
+            || !matches!(&completion.buf, Some(buf) if !buf.is_empty())
         {
             return false;
         }
