@@ -64,6 +64,7 @@ mod datagram;
 mod error;
 mod ext;
 mod flow;
+mod flow_signal;
 mod flush;
 mod options;
 mod pipe;

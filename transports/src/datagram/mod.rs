@@ -21,6 +21,7 @@ use socket2::{SockAddr, Socket};
 use crate::address::Address;
 use crate::error::invalid;
 use crate::flow::{FlowControl, FlowSignal, InvalidLimits};
+use crate::flow_signal;
 use crate::flush::{Flush, FlushList};
 use crate::protocol::DatagramProtocol;
 
@@ -398,44 +399,11 @@ impl DgramInner {
     /// one of its methods) right after its current method returns. A panic is reported and
     /// the endpoint carries on (semantics 140).
     fn signal_flow(&self, signal: FlowSignal) {
-        let Some(protocol) = self.protocol.borrow().clone() else {
-            return;
-        };
-        let Ok(mut guard) = protocol.try_borrow_mut() else {
-            self.deferred_flow.borrow_mut().push(signal);
-            return;
-        };
-        let method = if signal == FlowSignal::Pause {
-            "pause_writing"
-        } else {
-            "resume_writing"
-        };
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if signal == FlowSignal::Pause {
-                guard.pause_writing()
-            } else {
-                guard.resume_writing()
-            }
-        }));
-        drop(guard);
-        if let Err(payload) = outcome {
-            let error = crate::stream::panic_error(method, &*payload);
-            self.lp.call_exception_handler(
-                ExceptionContext::new(format!("protocol.{method}() failed"))
-                    .with_error(LoopError::from(error)),
-            );
-        }
-        self.deliver_deferred_flow();
+        flow_signal::signal(&self.lp, &self.protocol, &self.deferred_flow, signal);
     }
 
     fn deliver_deferred_flow(&self) {
-        if self.deferred_flow.borrow().is_empty() {
-            return;
-        }
-        let signals = std::mem::take(&mut *self.deferred_flow.borrow_mut());
-        for signal in signals {
-            self.signal_flow(signal);
-        }
+        flow_signal::deliver_deferred(&self.lp, &self.protocol, &self.deferred_flow);
     }
 
     fn abort(&self, error: Option<io::Error>) {
