@@ -73,6 +73,7 @@ mod registry;
 mod resolve;
 mod server;
 mod sock;
+mod start;
 mod stream;
 pub mod streams;
 mod unix;

@@ -83,7 +83,7 @@ impl DatagramTransport {
             .and_then(|a| Address::from_sock_addr(&a));
         let fd = OwnedFd::from(sock);
         let raw = fd.as_raw_fd();
-        let inner = Rc::new(DgramInner {
+        let inner = Rc::new_cyclic(|me| DgramInner {
             lp: lp.clone(),
             token: Cell::new(None),
             fd: RefCell::new(Some(fd)),
@@ -107,28 +107,9 @@ impl DatagramTransport {
             deferred_flow: RefCell::new(Vec::new()),
             listed: Cell::new(false),
             flush_list: FlushList::of(lp),
-            me: RefCell::new(Weak::new()),
+            me: RefCell::new(me.clone()),
         });
-        *inner.me.borrow_mut() = Rc::downgrade(&inner);
-        let weak: Weak<dyn crate::registry::Abandon> = Rc::downgrade(&inner) as _;
-        crate::registry::Registry::of(lp).add(weak, &inner.flush_list);
-        let token = match lp.register_io(inner.clone()) {
-            Ok(token) => token,
-            Err(err) => {
-                inner.release_fd();
-                return Err(err);
-            }
-        };
-        inner.token.set(Some(token));
-        let made = lp.create_future::<()>();
-        let transport = DatagramTransport { inner };
-        let starter = transport.clone();
-        let waiter = made.clone();
-        lp.call_soon(move || {
-            starter.inner.connection_made(&starter);
-            let _ = waiter.set_result(());
-        })?;
-        Ok((transport, made))
+        crate::start::start(lp, inner)
     }
 
     /// Sends `data` as one datagram to `addr`, or to the connected peer when `addr` is
@@ -478,6 +459,34 @@ impl IoHandler for DgramInner {
             self.send_completed(completion.take());
         }
         self.maybe_finish();
+    }
+}
+
+impl crate::start::TransportState for DgramInner {
+    type Handle = DatagramTransport;
+
+    fn handle(inner: Rc<Self>) -> DatagramTransport {
+        DatagramTransport { inner }
+    }
+
+    fn state(transport: &DatagramTransport) -> &Rc<DgramInner> {
+        &transport.inner
+    }
+
+    fn flush_list(&self) -> &Rc<FlushList> {
+        &self.flush_list
+    }
+
+    fn set_token(&self, token: IoToken) {
+        self.token.set(Some(token));
+    }
+
+    fn connection_made(&self, transport: &DatagramTransport) {
+        DgramInner::connection_made(self, transport);
+    }
+
+    fn release(&self) {
+        self.release_fd();
     }
 }
 

@@ -209,7 +209,7 @@ impl Transport {
             _ => (None, None),
         };
         let raw_fd = fd.as_raw_fd();
-        let inner = Rc::new(StreamInner {
+        let inner = Rc::new_cyclic(|me| StreamInner {
             lp: lp.clone(),
             kind,
             token: Cell::new(None),
@@ -244,34 +244,9 @@ impl Transport {
             listed: Cell::new(false),
             flush_list: FlushList::of(lp),
             watch_op: Cell::new(None),
-            me: RefCell::new(std::rc::Weak::new()),
+            me: RefCell::new(me.clone()),
         });
-        *inner.me.borrow_mut() = Rc::downgrade(&inner);
-        let weak: std::rc::Weak<dyn crate::registry::Abandon> = Rc::downgrade(&inner) as _;
-        crate::registry::Registry::of(lp).add(weak, &inner.flush_list);
-        let token = match lp.register_io(inner.clone()) {
-            Ok(token) => token,
-            Err(err) => {
-                inner.release_fd();
-                return Err(err);
-            }
-        };
-        inner.token.set(Some(token));
-        let made = lp.create_future::<()>();
-        let transport = Transport { inner };
-        let starter = transport.clone();
-        let waiter = made.clone();
-        let scheduled = lp.call_soon(move || {
-            starter.inner.call_connection_made(&starter);
-            // The creator may have stopped waiting (cancelled): nothing to report then.
-            let _ = waiter.set_result(());
-        });
-        if let Err(err) = scheduled {
-            transport.inner.lp.deregister_io(token);
-            transport.inner.release_fd();
-            return Err(err);
-        }
-        Ok((transport, made))
+        crate::start::start(lp, inner)
     }
 
     /// Queues `data` to be sent. Returns at once: the bytes are copied (the caller may reuse
@@ -484,6 +459,34 @@ impl IoHandler for StreamInner {
             tracing::trace!(?completion, "stray completion for a stream transport");
         }
         self.maybe_finish();
+    }
+}
+
+impl crate::start::TransportState for StreamInner {
+    type Handle = Transport;
+
+    fn handle(inner: Rc<Self>) -> Transport {
+        Transport { inner }
+    }
+
+    fn state(transport: &Transport) -> &Rc<StreamInner> {
+        &transport.inner
+    }
+
+    fn flush_list(&self) -> &Rc<FlushList> {
+        &self.flush_list
+    }
+
+    fn set_token(&self, token: IoToken) {
+        self.token.set(Some(token));
+    }
+
+    fn connection_made(&self, transport: &Transport) {
+        self.call_connection_made(transport);
+    }
+
+    fn release(&self) {
+        self.release_fd();
     }
 }
 
