@@ -7,7 +7,6 @@ use std::rc::{Rc, Weak};
 
 use ringloop_runtime::{EventLoop, Future, IoHandler, IoToken, LoopError};
 
-use crate::flush::FlushList;
 use crate::registry::{Abandon, Registry};
 
 /// The shared state behind a transport handle, as its loop holds it.
@@ -20,9 +19,6 @@ pub(crate) trait TransportState: IoHandler + Abandon + 'static {
 
     /// The state behind `handle`.
     fn state(handle: &Self::Handle) -> &Rc<Self>;
-
-    /// The loop's flush list this transport is listed on.
-    fn flush_list(&self) -> &Rc<FlushList>;
 
     /// Remembers the token its ops are submitted with.
     fn set_token(&self, token: IoToken);
@@ -44,7 +40,7 @@ pub(crate) fn start<S: TransportState>(
     state: Rc<S>,
 ) -> Result<(S::Handle, Future<()>), LoopError> {
     let weak: Weak<dyn Abandon> = Rc::downgrade(&state) as _;
-    Registry::of(lp).add(weak, state.flush_list());
+    Registry::of(lp).add(weak);
     let token = match lp.register_io(state.clone()) {
         Ok(token) => token,
         Err(err) => {

@@ -473,10 +473,6 @@ impl crate::start::TransportState for StreamInner {
         &transport.inner
     }
 
-    fn flush_list(&self) -> &Rc<FlushList> {
-        &self.flush_list
-    }
-
     fn set_token(&self, token: IoToken) {
         self.token.set(Some(token));
     }
