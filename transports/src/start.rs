@@ -11,34 +11,25 @@ use crate::registry::{Abandon, Registry};
 
 /// The shared state behind a transport handle, as its loop holds it.
 pub(crate) trait TransportState: IoHandler + Abandon + 'static {
-    /// The handle applications and protocols hold (`Transport`, `DatagramTransport`).
-    type Handle: Clone + 'static;
-
-    /// Wraps the state in its handle.
-    fn handle(state: Rc<Self>) -> Self::Handle;
-
-    /// The state behind `handle`.
-    fn state(handle: &Self::Handle) -> &Rc<Self>;
-
     /// Remembers the token its ops are submitted with.
     fn set_token(&self, token: IoToken);
 
-    /// The scheduled start: calls the protocol's `connection_made`.
-    fn connection_made(&self, handle: &Self::Handle);
+    /// The scheduled start: calls the protocol's `connection_made` with a handle to `self`.
+    fn begin(self: Rc<Self>);
 
     /// The start failed: closes the fd and forgets the registration.
     fn release(&self);
 }
 
-/// Registers `state` with the loop and schedules `connection_made`; returns the transport's
-/// handle and a future that resolves once `connection_made` has run.
+/// Registers `state` with the loop and schedules `connection_made`; the returned future
+/// resolves once it has run.
 ///
 /// # Errors
 /// [`LoopError::LoopClosed`] if the loop is closed; the fd is released then.
 pub(crate) fn start<S: TransportState>(
     lp: &EventLoop,
     state: Rc<S>,
-) -> Result<(S::Handle, Future<()>), LoopError> {
+) -> Result<Future<()>, LoopError> {
     let weak: Weak<dyn Abandon> = Rc::downgrade(&state) as _;
     Registry::of(lp).add(weak);
     let token = match lp.register_io(state.clone()) {
@@ -50,17 +41,16 @@ pub(crate) fn start<S: TransportState>(
     };
     state.set_token(token);
     let made = lp.create_future::<()>();
-    let handle = S::handle(state);
-    let starter = handle.clone();
+    let starter = state.clone();
     let waiter = made.clone();
     let scheduled = lp.call_soon(move || {
-        S::state(&starter).connection_made(&starter);
+        starter.begin();
         // The creator may have stopped waiting (cancelled): nothing to report then.
         let _ = waiter.set_result(());
     });
     if let Err(err) = scheduled {
-        S::state(&handle).release();
+        state.release();
         return Err(err);
     }
-    Ok((handle, made))
+    Ok(made)
 }

@@ -109,7 +109,8 @@ impl DatagramTransport {
             flush_list: FlushList::of(lp),
             me: RefCell::new(me.clone()),
         });
-        crate::start::start(lp, inner)
+        let made = crate::start::start(lp, inner.clone())?;
+        Ok((DatagramTransport { inner }, made))
     }
 
     /// Sends `data` as one datagram to `addr`, or to the connected peer when `addr` is
@@ -463,22 +464,13 @@ impl IoHandler for DgramInner {
 }
 
 impl crate::start::TransportState for DgramInner {
-    type Handle = DatagramTransport;
-
-    fn handle(inner: Rc<Self>) -> DatagramTransport {
-        DatagramTransport { inner }
-    }
-
-    fn state(transport: &DatagramTransport) -> &Rc<DgramInner> {
-        &transport.inner
-    }
-
     fn set_token(&self, token: IoToken) {
         self.token.set(Some(token));
     }
 
-    fn connection_made(&self, transport: &DatagramTransport) {
-        DgramInner::connection_made(self, transport);
+    fn begin(self: Rc<Self>) {
+        let transport = DatagramTransport { inner: self };
+        transport.inner.connection_made(&transport);
     }
 
     fn release(&self) {

@@ -246,7 +246,8 @@ impl Transport {
             watch_op: Cell::new(None),
             me: RefCell::new(me.clone()),
         });
-        crate::start::start(lp, inner)
+        let made = crate::start::start(lp, inner.clone())?;
+        Ok((Transport { inner }, made))
     }
 
     /// Queues `data` to be sent. Returns at once: the bytes are copied (the caller may reuse
@@ -463,22 +464,13 @@ impl IoHandler for StreamInner {
 }
 
 impl crate::start::TransportState for StreamInner {
-    type Handle = Transport;
-
-    fn handle(inner: Rc<Self>) -> Transport {
-        Transport { inner }
-    }
-
-    fn state(transport: &Transport) -> &Rc<StreamInner> {
-        &transport.inner
-    }
-
     fn set_token(&self, token: IoToken) {
         self.token.set(Some(token));
     }
 
-    fn connection_made(&self, transport: &Transport) {
-        self.call_connection_made(transport);
+    fn begin(self: Rc<Self>) {
+        let transport = Transport { inner: self };
+        transport.inner.call_connection_made(&transport);
     }
 
     fn release(&self) {
