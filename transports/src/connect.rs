@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
 use ringloop_proactor::op;
@@ -95,14 +96,24 @@ where
         None => connect_any(&lp, &host, port, &options).await?,
     };
     set_nodelay(guard.socket());
+    start_transport(&lp, guard.into_fd(), StreamKind::Socket, factory).await
+}
+
+/// The end of every `create_*connection` and `connect_*_pipe`: makes the protocol, starts a
+/// transport over `fd` and waits until `connection_made` has run. If the wait fails (the
+/// caller was cancelled), the transport is aborted.
+pub(crate) async fn start_transport<P, F>(
+    lp: &EventLoop,
+    fd: OwnedFd,
+    kind: StreamKind,
+    factory: F,
+) -> Result<(Transport, Rc<RefCell<P>>), LoopError>
+where
+    F: FnOnce() -> P,
+    P: Protocol,
+{
     let protocol = Rc::new(RefCell::new(factory()));
-    let (transport, made) = Transport::start(
-        &lp,
-        guard.into_fd(),
-        StreamKind::Socket,
-        protocol.clone() as ProtocolRef,
-        None,
-    )?;
+    let (transport, made) = Transport::start(lp, fd, kind, protocol.clone() as ProtocolRef, None)?;
     if let Err(err) = made.await {
         transport.abort();
         return Err(err);

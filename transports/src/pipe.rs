@@ -8,9 +8,10 @@ use std::rc::Rc;
 
 use ringloop_runtime::{EventLoop, LoopError};
 
+use crate::connect::start_transport;
 use crate::error::invalid;
 use crate::protocol::Protocol;
-use crate::stream::{ProtocolRef, StreamKind, Transport};
+use crate::stream::{StreamKind, Transport};
 
 /// Checks the file type (semantics 166, 170) and makes the fd non-blocking.
 fn check_pipe(fd: OwnedFd, read: bool) -> Result<OwnedFd, LoopError> {
@@ -46,11 +47,5 @@ where
     } else {
         StreamKind::WritePipe
     };
-    let protocol = Rc::new(RefCell::new(factory()));
-    let (transport, made) = Transport::start(&lp, fd, kind, protocol.clone() as ProtocolRef, None)?;
-    if let Err(err) = made.await {
-        transport.abort();
-        return Err(err);
-    }
-    Ok((transport, protocol))
+    start_transport(&lp, fd, kind, factory).await
 }

@@ -36,28 +36,27 @@ pub(crate) fn bury() {
 }
 
 /// The live transports and servers of one loop, held weakly.
-#[derive(Default)]
 pub(crate) struct Registry {
     live: RefCell<Vec<Weak<dyn Abandon>>>,
     prune_at: Cell<usize>,
     /// The loop's flush list, emptied on close: transports listed for a flush that never
     /// comes would otherwise keep themselves alive through it.
-    flush: RefCell<Option<Rc<FlushList>>>,
+    flush: Rc<FlushList>,
 }
 
 impl Registry {
     /// This loop's registry.
     pub(crate) fn of(lp: &EventLoop) -> Rc<Registry> {
         bury();
-        lp.loop_local(|_| Registry::default())
+        lp.loop_local(|lp| Registry {
+            live: RefCell::new(Vec::new()),
+            prune_at: Cell::new(0),
+            flush: FlushList::of(lp),
+        })
     }
 
-    /// Remembers `item` (which flushes through `flush`) until it is dropped or the loop
-    /// closes.
-    pub(crate) fn add(&self, item: Weak<dyn Abandon>, flush: &Rc<FlushList>) {
-        if self.flush.borrow().is_none() {
-            *self.flush.borrow_mut() = Some(flush.clone());
-        }
+    /// Remembers `item` until it is dropped or the loop closes.
+    pub(crate) fn add(&self, item: Weak<dyn Abandon>) {
         let mut live = self.live.borrow_mut();
         if live.len() >= self.prune_at.get() {
             live.retain(|w| w.strong_count() > 0);
@@ -69,10 +68,7 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let flush = self.flush.borrow_mut().take();
-        if let Some(flush) = flush {
-            flush.clear();
-        }
+        self.flush.clear();
         let live = std::mem::take(&mut *self.live.borrow_mut());
         let mut fds = Vec::new();
         for item in live.iter().filter_map(Weak::upgrade) {

@@ -10,7 +10,7 @@ use ringloop_proactor::op;
 use ringloop_runtime::{EventLoop, LoopError};
 use socket2::{Domain, SockAddr, Type};
 
-use crate::connect::check_stream_socket;
+use crate::connect::{check_stream_socket, start_transport};
 use crate::error::bind_error;
 use crate::options::ServerOptions;
 use crate::protocol::Protocol;
@@ -33,19 +33,7 @@ where
     let fd = guard.socket().as_raw_fd();
     let completion = lp.run_op(op::Connect::new(fd, addr)).await?;
     completion.result?;
-    let protocol = Rc::new(RefCell::new(factory()));
-    let (transport, made) = Transport::start(
-        &lp,
-        guard.into_fd(),
-        StreamKind::Socket,
-        protocol.clone() as ProtocolRef,
-        None,
-    )?;
-    if let Err(err) = made.await {
-        transport.abort();
-        return Err(err);
-    }
-    Ok((transport, protocol))
+    start_transport(&lp, guard.into_fd(), StreamKind::Socket, factory).await
 }
 
 /// asyncio's `create_unix_server(factory, path)`: binds `path` (or serves `options.sock`).

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 
 use ringloop_runtime::{EventLoop, Future, LoopError};
@@ -141,7 +141,7 @@ fn stress(lp: &EventLoop, host: &'static str, connections: usize, total: usize) 
         for conn in 0..connections {
             let done = lp2.create_future::<()>();
             waits.push(done.clone());
-            let client = RefCell::new(Some(Client {
+            let client = Client {
                 conn,
                 total,
                 sent: 0,
@@ -151,13 +151,8 @@ fn stress(lp: &EventLoop, host: &'static str, connections: usize, total: usize) 
                 transport: None,
                 done,
                 ok: ok2.clone(),
-            }));
-            let fut = lp2.create_connection(
-                move || client.take().unwrap(),
-                host,
-                port,
-                ConnectOptions::default(),
-            );
+            };
+            let fut = lp2.create_connection(move || client, host, port, ConnectOptions::default());
             connects.push(lp2.create_task(async move { fut.await.map(|_| ()) })?);
         }
         for c in connects {

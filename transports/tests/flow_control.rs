@@ -4,13 +4,12 @@ mod support;
 
 use std::cell::RefCell;
 use std::io::Read;
-use std::net::TcpListener;
 use std::rc::Rc;
 use std::time::Duration;
 
 use ringloop_runtime::LoopError;
 use ringloop_transports::{ConnectOptions, EventLoopExt, Protocol, Transport};
-use support::{new_loop, run};
+use support::{new_loop, peer, run};
 
 #[derive(Default)]
 struct FlowRecorder {
@@ -43,11 +42,8 @@ impl Protocol for FlowRecorder {
 fn pause_above_high_resume_at_low_alternating() {
     // semantics 135, 136, 137, 141
     let (lp, reports) = new_loop();
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
     const TOTAL: usize = 8 << 20;
-    let reader = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+    let (port, reader) = peer(|mut s| {
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = 0;
         loop {

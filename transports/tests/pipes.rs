@@ -2,13 +2,24 @@
 
 mod support;
 
-use std::cell::RefCell;
 use std::os::fd::OwnedFd;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use ringloop_runtime::LoopError;
 use ringloop_transports::{EventLoopExt, ExtraInfo};
 use support::{new_loop, recorder, run, Event, Recorder};
+
+/// Runs `sh -c script` with its stdin on a pipe: the child and our (write) end of the pipe.
+fn child_reading(script: &str, stdout: Stdio) -> (Child, OwnedFd) {
+    let mut child = Command::new("sh")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap().into();
+    (child, stdin)
+}
 
 #[test]
 fn read_pipe_from_a_child_process() {
@@ -27,13 +38,11 @@ fn read_pipe_from_a_child_process() {
     run(&lp, 10, async move {
         let (proto, lost) = recorder(&lp2);
         // Returning true from eof_received cannot keep a pipe open.
-        let proto = RefCell::new(Some(Recorder {
+        let proto = Recorder {
             keep_open_on_eof: true,
             ..proto
-        }));
-        let (t, p) = lp2
-            .connect_read_pipe(move || proto.take().unwrap(), stdout)
-            .await?;
+        };
+        let (t, p) = lp2.connect_read_pipe(move || proto, stdout).await?;
         assert!(matches!(t.get_extra_info("pipe"), Some(ExtraInfo::Fd(fd)) if fd >= 0));
         assert!(!t.can_write_eof());
         assert!(t.write(b"x").is_err());
@@ -58,21 +67,12 @@ fn read_pipe_from_a_child_process() {
 fn write_pipe_to_a_child_process() {
     // semantics 170: write_eof() is close(): flush, then connection_lost(None).
     let (lp, _) = new_loop();
-    let mut child = Command::new("sh")
-        .args(["-c", "wc -c"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin: OwnedFd = child.stdin.take().unwrap().into();
+    let (child, stdin) = child_reading("wc -c", Stdio::piped());
     let lp2 = lp.clone();
     let payload = vec![b'z'; 200_000];
     run(&lp, 10, async move {
         let (proto, lost) = recorder(&lp2);
-        let proto = RefCell::new(Some(proto));
-        let (t, p) = lp2
-            .connect_write_pipe(move || proto.take().unwrap(), stdin)
-            .await?;
+        let (t, p) = lp2.connect_write_pipe(move || proto, stdin).await?;
         assert!(t.can_write_eof());
         t.write(&payload).unwrap();
         t.write_eof().unwrap();
@@ -91,19 +91,11 @@ fn write_pipe_to_a_child_process() {
 fn write_pipe_notices_the_reader_closing() {
     // semantics 171: the reader went away with nothing buffered → connection_lost(None).
     let (lp, _) = new_loop();
-    let mut child = Command::new("sh")
-        .args(["-c", "exec 0<&-; sleep 0.05"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin: OwnedFd = child.stdin.take().unwrap().into();
+    let (mut child, stdin) = child_reading("exec 0<&-; sleep 0.05", Stdio::inherit());
     let lp2 = lp.clone();
     run(&lp, 10, async move {
         let (proto, lost) = recorder(&lp2);
-        let proto = RefCell::new(Some(proto));
-        let (_t, p) = lp2
-            .connect_write_pipe(move || proto.take().unwrap(), stdin)
-            .await?;
+        let (_t, p) = lp2.connect_write_pipe(move || proto, stdin).await?;
         lost.await?;
         assert_eq!(p.borrow().shape(), vec![Event::Made, Event::Lost(None)]);
         Ok::<_, LoopError>(())
@@ -172,19 +164,11 @@ fn paused_write_pipe_learns_quickly_that_the_reader_left() {
     // semantics 172: flow control on a write pipe; the reader exiting while we are paused
     // ends the transport promptly, with BrokenPipe since data was still buffered.
     let (lp, _) = new_loop();
-    let mut child = Command::new("sh")
-        .args(["-c", "sleep 0.2"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin: OwnedFd = child.stdin.take().unwrap().into();
+    let (mut child, stdin) = child_reading("sleep 0.2", Stdio::inherit());
     let lp2 = lp.clone();
     run(&lp, 10, async move {
         let (proto, lost) = recorder(&lp2);
-        let proto = RefCell::new(Some(proto));
-        let (t, p) = lp2
-            .connect_write_pipe(move || proto.take().unwrap(), stdin)
-            .await?;
+        let (t, p) = lp2.connect_write_pipe(move || proto, stdin).await?;
         t.write(&vec![0u8; 1 << 20]).unwrap();
         assert!(t.is_writing_paused());
         let started = std::time::Instant::now();

@@ -66,10 +66,7 @@ fn child() {
     let lp2 = lp.clone();
     let server = run(&lp, 10, async move {
         lp2.create_server(
-            || Recorder {
-                echo: true,
-                ..Recorder::default()
-            },
+            Recorder::echoing,
             "127.0.0.1",
             0,
             ServerOptions {

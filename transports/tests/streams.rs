@@ -3,28 +3,23 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 
 use ringloop_runtime::{EventLoop, LoopError};
 use ringloop_transports::streams::{
     self, IncompleteReadError, LimitOverrunError, StreamReader, StreamWriter,
 };
 use ringloop_transports::ServerOptions;
-use support::{new_loop, run};
+use support::{closed_port, new_loop, peer, run};
 
 /// A peer thread that sends `data` then closes.
 fn peer_sending(data: &'static [u8]) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let h = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+    peer(move |mut s| {
         s.write_all(data).unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
         let mut got = Vec::new();
         let _ = s.read_to_end(&mut got);
         got
-    });
-    (port, h)
+    })
 }
 
 #[test]
@@ -200,12 +195,7 @@ fn start_server_echoes_and_reports_failures() {
 fn drain_against_a_closed_peer_terminates() {
     // semantics 206
     let (lp, _) = new_loop();
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let peer = std::thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
-        drop(s);
-    });
+    let (port, peer) = peer(drop);
     let lp2 = lp.clone();
     run(&lp, 20, async move {
         let (_r, w) = streams::open_connection(&lp2, "127.0.0.1", port).await?;
@@ -244,11 +234,7 @@ fn drain_against_a_closed_peer_terminates() {
 fn open_connection_to_a_closed_port_is_refused() {
     // semantics 209
     let (lp, _) = new_loop();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let lp2: EventLoop = lp.clone();
     let err = run(&lp, 10, async move {
         streams::open_connection(&lp2, "127.0.0.1", port)

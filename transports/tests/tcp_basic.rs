@@ -2,12 +2,11 @@
 
 mod support;
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use ringloop_runtime::LoopError;
 use ringloop_transports::{errno_of, ConnectOptions, EventLoopExt, ExtraInfo, ServerOptions};
-use support::{new_loop, recorder, run, Event, Recorder};
+use support::{closed_port, listener, new_loop, recorder, run, Event, Recorder};
 
 #[test]
 fn echo_over_ipv4_and_ipv6() {
@@ -17,27 +16,13 @@ fn echo_over_ipv4_and_ipv6() {
         let lp2 = lp.clone();
         let out = run(&lp, 10, async move {
             let server = lp2
-                .create_server(
-                    || Recorder {
-                        echo: true,
-                        ..Recorder::default()
-                    },
-                    host,
-                    0,
-                    ServerOptions::default(),
-                )
+                .create_server(Recorder::echoing, host, 0, ServerOptions::default())
                 .await?;
             let port = server.sockets()[0].port().unwrap();
             assert_ne!(port, 0);
             let (client, lost) = recorder(&lp2);
-            let client = RefCell::new(Some(client));
             let (transport, proto) = lp2
-                .create_connection(
-                    move || client.take().unwrap(),
-                    host,
-                    port,
-                    ConnectOptions::default(),
-                )
+                .create_connection(move || client, host, port, ConnectOptions::default())
                 .await?;
             assert_eq!(
                 proto.borrow().events,
@@ -81,10 +66,7 @@ fn echo_over_ipv4_and_ipv6() {
 fn connection_refused() {
     // semantics 80
     let (lp, _) = new_loop();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = closed_port();
     let lp2 = lp.clone();
     let err = run(&lp, 10, async move {
         lp2.create_connection(
@@ -130,8 +112,7 @@ fn unknown_host() {
 fn address_in_use() {
     // semantics 95
     let (lp, _) = new_loop();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
+    let (_taken, port) = listener();
     let lp2 = lp.clone();
     let err = run(&lp, 10, async move {
         lp2.create_server(

@@ -3,48 +3,23 @@
 
 mod support;
 
-use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::rc::Rc;
+use std::net::TcpStream;
 use std::time::Duration;
 
-use ringloop_runtime::{EventLoop, LoopError};
 use ringloop_transports::{
     errno_of, ConnectOptions, EventLoopExt, ExtraInfo, Protocol, ServerOptions, Transport,
     TransportError,
 };
-use support::{new_loop, recorder, run, Event, Recorder};
-
-/// A std listener on loopback and its port.
-fn listener() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    (l, port)
-}
-
-async fn connect(
-    lp: &EventLoop,
-    port: u16,
-    proto: Recorder,
-) -> Result<(Transport, Rc<RefCell<Recorder>>), LoopError> {
-    let cell = RefCell::new(Some(proto));
-    lp.create_connection(
-        move || cell.take().unwrap(),
-        "127.0.0.1",
-        port,
-        ConnectOptions::default(),
-    )
-    .await
-}
+use support::{
+    closed_port, connect, echo_server, listener, new_loop, peer, recorder, run, Event, Recorder,
+};
 
 #[test]
 fn half_close_keeps_the_other_direction_open() {
     // semantics 113, 129, 208: eof_received() -> true keeps the connection half-open.
     let (lp, reports) = new_loop();
-    let (l, port) = listener();
-    let peer = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+    let (port, peer) = peer(move |mut s| {
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap(); // until our write_eof
         s.write_all(b"reply after your eof").unwrap();
@@ -86,9 +61,7 @@ fn half_close_keeps_the_other_direction_open() {
 fn close_flushes_then_loses_the_connection_later() {
     // semantics 119: close() flushes; connection_lost(None) is never synchronous.
     let (lp, _) = new_loop();
-    let (l, port) = listener();
-    let peer = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+    let (port, peer) = peer(move |mut s| {
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap();
         got
@@ -133,9 +106,7 @@ fn close_flushes_then_loses_the_connection_later() {
 fn abort_discards_and_loses_once() {
     // semantics 121, 122
     let (lp, _) = new_loop();
-    let (l, port) = listener();
-    let peer = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+    let (port, peer) = peer(move |mut s| {
         let mut got = Vec::new();
         let _ = s.read_to_end(&mut got);
         got
@@ -167,10 +138,8 @@ fn abort_discards_and_loses_once() {
 fn peer_reset_gives_connection_reset() {
     // semantics 117, 51: ECONNRESET reaches connection_lost, not the exception handler.
     let (lp, reports) = new_loop();
-    let (l, port) = listener();
     let (connected, wait_connected) = std::sync::mpsc::channel::<()>();
-    let peer = std::thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
+    let (port, peer) = peer(move |s| {
         // Reset only once our side saw the connect complete.
         wait_connected.recv().unwrap();
         socket2::SockRef::from(&s)
@@ -217,23 +186,13 @@ fn pause_reading_in_connection_made_loses_nothing() {
         }
     }
     let (lp, _) = new_loop();
-    let (l, port) = listener();
-    let peer = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+    let (port, peer) = peer(move |mut s| {
         s.write_all(b"sent while paused").unwrap();
     });
     let lp2 = lp.clone();
     run(&lp, 10, async move {
         let (proto, lost) = recorder(&lp2);
-        let cell = RefCell::new(Some(PausedAtStart(proto)));
-        let (t, p) = lp2
-            .create_connection(
-                move || cell.take().unwrap(),
-                "127.0.0.1",
-                port,
-                ConnectOptions::default(),
-            )
-            .await?;
+        let (t, p) = connect(&lp2, port, PausedAtStart(proto)).await?;
         lp2.sleep(0.2).await?;
         assert_eq!(
             p.borrow().0.events,
@@ -268,17 +227,7 @@ fn server_close_leaves_connections_working() {
     let (lp, reports) = new_loop();
     let lp2 = lp.clone();
     run(&lp, 10, async move {
-        let server = lp2
-            .create_server(
-                || Recorder {
-                    echo: true,
-                    ..Recorder::default()
-                },
-                "127.0.0.1",
-                0,
-                ServerOptions::default(),
-            )
-            .await?;
+        let server = echo_server(&lp2, "127.0.0.1").await?;
         assert!(server.is_serving());
         let port = server.sockets()[0].port().unwrap();
         let (proto, lost) = recorder(&lp2);
@@ -365,17 +314,7 @@ fn empty_host_binds_every_family_v6_only() {
     let (lp, _) = new_loop();
     let lp2 = lp.clone();
     run(&lp, 10, async move {
-        let server = lp2
-            .create_server(
-                || Recorder {
-                    echo: true,
-                    ..Recorder::default()
-                },
-                "",
-                0,
-                ServerOptions::default(),
-            )
-            .await?;
+        let server = echo_server(&lp2, "").await?;
         let sockets = server.sockets();
         assert!(!sockets.is_empty());
         for s in &sockets {
@@ -387,10 +326,9 @@ fn empty_host_binds_every_family_v6_only() {
                 "127.0.0.1"
             };
             let (proto, lost) = recorder(&lp2);
-            let cell = RefCell::new(Some(proto));
             let (t, p) = lp2
                 .create_connection(
-                    move || cell.take().unwrap(),
+                    move || proto,
                     host,
                     addr.port().unwrap(),
                     ConnectOptions::default(),
@@ -411,14 +349,9 @@ fn empty_host_binds_every_family_v6_only() {
 fn local_addr_is_bound_and_conflicts_are_reported() {
     // semantics 79, 83
     let (lp, _) = new_loop();
-    let (l, port) = listener();
-    let accepter = std::thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
-        s
-    });
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let taken_port = taken.local_addr().unwrap().port();
-    let free_port = listener().1;
+    let (port, accepter) = peer(move |s| s);
+    let (_taken, taken_port) = listener();
+    let free_port = closed_port();
     let lp2 = lp.clone();
     run(&lp, 10, async move {
         let options = ConnectOptions {
@@ -549,9 +482,7 @@ fn exception_in_data_received_is_fatal_and_reported() {
         }
     }
     let (lp, reports) = new_loop();
-    let (l, port) = listener();
-    let peer = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+    let (port, peer) = peer(move |mut s| {
         s.write_all(b"trigger").unwrap();
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
@@ -559,15 +490,7 @@ fn exception_in_data_received_is_fatal_and_reported() {
     let lp2 = lp.clone();
     run(&lp, 10, async move {
         let (proto, lost) = recorder(&lp2);
-        let cell = RefCell::new(Some(Boom(proto)));
-        let (_t, p) = lp2
-            .create_connection(
-                move || cell.take().unwrap(),
-                "127.0.0.1",
-                port,
-                ConnectOptions::default(),
-            )
-            .await?;
+        let (_t, p) = connect(&lp2, port, Boom(proto)).await?;
         lost.await?;
         assert!(matches!(
             p.borrow().0.events.last(),

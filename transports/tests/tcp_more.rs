@@ -6,20 +6,14 @@ mod support;
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::rc::Rc;
 
 use ringloop_runtime::{EventLoop, LoopError};
 use ringloop_transports::{
     AddrInfoHints, ConnectOptions, EventLoopExt, Protocol, ProtocolRef, ServerOptions, Transport,
 };
-use support::{new_loop, recorder, run, Event, Recorder};
-
-fn listener() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    (l, port)
-}
+use support::{connect, echo_server, new_loop, peer, recorder, run, Event, Recorder};
 
 #[test]
 fn panic_in_connection_made_is_reported_and_the_connection_stays() {
@@ -35,24 +29,14 @@ fn panic_in_connection_made_is_reported_and_the_connection_stays() {
         }
     }
     let (lp, reports) = new_loop();
-    let (l, port) = listener();
     let (done, wait_done) = std::sync::mpsc::channel::<()>();
-    let peer = std::thread::spawn(move || {
-        let (_s, _) = l.accept().unwrap();
+    let (port, peer) = peer(move |_s| {
         let _ = wait_done.recv();
     });
     let lp2 = lp.clone();
     run(&lp, 10, async move {
         let (proto, lost) = recorder(&lp2);
-        let cell = RefCell::new(Some(Bad(proto)));
-        let (t, p) = lp2
-            .create_connection(
-                move || cell.take().unwrap(),
-                "127.0.0.1",
-                port,
-                ConnectOptions::default(),
-            )
-            .await?;
+        let (t, p) = connect(&lp2, port, Bad(proto)).await?;
         assert!(!t.is_closing());
         t.close();
         done.send(()).unwrap();
@@ -81,20 +65,11 @@ fn panic_in_eof_received_is_fatal() {
         }
     }
     let (lp, reports) = new_loop();
-    let (l, port) = listener();
-    let peer = std::thread::spawn(move || drop(l.accept().unwrap()));
+    let (port, peer) = peer(drop);
     let lp2 = lp.clone();
     run(&lp, 10, async move {
         let (proto, lost) = recorder(&lp2);
-        let cell = RefCell::new(Some(Bad(proto)));
-        let (_t, p) = lp2
-            .create_connection(
-                move || cell.take().unwrap(),
-                "127.0.0.1",
-                port,
-                ConnectOptions::default(),
-            )
-            .await?;
+        let (_t, p) = connect(&lp2, port, Bad(proto)).await?;
         lost.await?;
         assert!(matches!(
             p.borrow().0.events.last(),
@@ -125,9 +100,7 @@ fn panic_in_pause_writing_is_reported_and_the_transport_carries_on() {
         }
     }
     let (lp, reports) = new_loop();
-    let (l, port) = listener();
-    let peer = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+    let (port, peer) = peer(move |mut s| {
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap();
         got.len()
@@ -155,10 +128,8 @@ fn panic_in_pause_writing_is_reported_and_the_transport_carries_on() {
 #[test]
 fn set_protocol_switches_the_receiver() {
     let (lp, _) = new_loop();
-    let (l, port) = listener();
     let (go, wait_go) = std::sync::mpsc::channel::<()>();
-    let peer = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+    let (port, peer) = peer(move |mut s| {
         wait_go.recv().unwrap();
         s.write_all(b"for the second protocol").unwrap();
     });
@@ -198,17 +169,7 @@ fn the_loop_keeps_a_serving_server_alive() {
     let (lp, _) = new_loop();
     let lp2 = lp.clone();
     run(&lp, 10, async move {
-        let server = lp2
-            .create_server(
-                || Recorder {
-                    echo: true,
-                    ..Recorder::default()
-                },
-                "127.0.0.1",
-                0,
-                ServerOptions::default(),
-            )
-            .await?;
+        let server = echo_server(&lp2, "127.0.0.1").await?;
         let port = server.sockets()[0].port().unwrap();
         drop(server);
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -2,8 +2,6 @@
 
 mod support;
 
-use std::cell::RefCell;
-
 use ringloop_runtime::LoopError;
 use ringloop_transports::{BufferedProtocol, EventLoopExt, Protocol, ServerOptions, Transport};
 use support::{new_loop, recorder, run, Event, Recorder};
@@ -19,19 +17,13 @@ fn unix_server_and_connection_echo() {
     run(&lp, 10, async move {
         let server = lp2
             .create_unix_server(
-                || Recorder {
-                    echo: true,
-                    ..Recorder::default()
-                },
+                Recorder::echoing,
                 Some(p2.clone()),
                 ServerOptions::default(),
             )
             .await?;
         let (proto, lost) = recorder(&lp2);
-        let proto = RefCell::new(Some(proto));
-        let (t, p) = lp2
-            .create_unix_connection(move || proto.take().unwrap(), p2)
-            .await?;
+        let (t, p) = lp2.create_unix_connection(move || proto, p2).await?;
         t.write(b"over a unix socket").unwrap();
         t.write_eof().unwrap();
         lost.await?;
@@ -98,19 +90,19 @@ fn buffered_protocol_reads_into_its_own_buffer() {
     });
     run(&lp, 10, async move {
         let lost = lp2.create_future::<()>();
-        let small = RefCell::new(Some(Small {
+        let small = Small {
             buf: [0; 5],
             got: Vec::new(),
             calls: Vec::new(),
             lost: Some(lost.clone()),
-        }));
+        };
         let sock = socket2::Socket::from(std::os::fd::OwnedFd::from(a));
         let options = ringloop_transports::ConnectOptions {
             sock: Some(sock),
             ..Default::default()
         };
         let (_t, p) = lp2
-            .create_connection(move || small.take().unwrap(), "", None::<u16>, options)
+            .create_connection(move || small, "", None::<u16>, options)
             .await?;
         lost.await?;
         let p = p.borrow();
@@ -165,17 +157,17 @@ fn an_empty_buffer_from_get_buffer_is_fatal() {
     let lp2 = lp.clone();
     run(&lp, 10, async move {
         let lost = lp2.create_future::<Option<std::io::ErrorKind>>();
-        let proto = RefCell::new(Some(Empty {
+        let proto = Empty {
             lost: Some(lost.clone()),
             updated: false,
-        }));
+        };
         let sock = socket2::Socket::from(std::os::fd::OwnedFd::from(a));
         let options = ringloop_transports::ConnectOptions {
             sock: Some(sock),
             ..Default::default()
         };
         let (_t, p) = lp2
-            .create_connection(move || proto.take().unwrap(), "", None::<u16>, options)
+            .create_connection(move || proto, "", None::<u16>, options)
             .await?;
         assert!(lost.await?.is_some(), "connection_lost with the error");
         assert!(!p.borrow().updated, "buffer_updated is not called");

@@ -21,6 +21,7 @@ use socket2::{SockAddr, Socket};
 use crate::address::Address;
 use crate::error::invalid;
 use crate::flow::{FlowControl, FlowSignal, InvalidLimits};
+use crate::flow_signal;
 use crate::flush::{Flush, FlushList};
 use crate::protocol::DatagramProtocol;
 
@@ -82,7 +83,7 @@ impl DatagramTransport {
             .and_then(|a| Address::from_sock_addr(&a));
         let fd = OwnedFd::from(sock);
         let raw = fd.as_raw_fd();
-        let inner = Rc::new(DgramInner {
+        let inner = Rc::new_cyclic(|me| DgramInner {
             lp: lp.clone(),
             token: Cell::new(None),
             fd: RefCell::new(Some(fd)),
@@ -106,28 +107,10 @@ impl DatagramTransport {
             deferred_flow: RefCell::new(Vec::new()),
             listed: Cell::new(false),
             flush_list: FlushList::of(lp),
-            me: RefCell::new(Weak::new()),
+            me: RefCell::new(me.clone()),
         });
-        *inner.me.borrow_mut() = Rc::downgrade(&inner);
-        let weak: Weak<dyn crate::registry::Abandon> = Rc::downgrade(&inner) as _;
-        crate::registry::Registry::of(lp).add(weak, &inner.flush_list);
-        let token = match lp.register_io(inner.clone()) {
-            Ok(token) => token,
-            Err(err) => {
-                inner.release_fd();
-                return Err(err);
-            }
-        };
-        inner.token.set(Some(token));
-        let made = lp.create_future::<()>();
-        let transport = DatagramTransport { inner };
-        let starter = transport.clone();
-        let waiter = made.clone();
-        lp.call_soon(move || {
-            starter.inner.connection_made(&starter);
-            let _ = waiter.set_result(());
-        })?;
-        Ok((transport, made))
+        let made = crate::start::start(lp, inner.clone())?;
+        Ok((DatagramTransport { inner }, made))
     }
 
     /// Sends `data` as one datagram to `addr`, or to the connected peer when `addr` is
@@ -398,44 +381,11 @@ impl DgramInner {
     /// one of its methods) right after its current method returns. A panic is reported and
     /// the endpoint carries on (semantics 140).
     fn signal_flow(&self, signal: FlowSignal) {
-        let Some(protocol) = self.protocol.borrow().clone() else {
-            return;
-        };
-        let Ok(mut guard) = protocol.try_borrow_mut() else {
-            self.deferred_flow.borrow_mut().push(signal);
-            return;
-        };
-        let method = if signal == FlowSignal::Pause {
-            "pause_writing"
-        } else {
-            "resume_writing"
-        };
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if signal == FlowSignal::Pause {
-                guard.pause_writing()
-            } else {
-                guard.resume_writing()
-            }
-        }));
-        drop(guard);
-        if let Err(payload) = outcome {
-            let error = crate::stream::panic_error(method, &*payload);
-            self.lp.call_exception_handler(
-                ExceptionContext::new(format!("protocol.{method}() failed"))
-                    .with_error(LoopError::from(error)),
-            );
-        }
-        self.deliver_deferred_flow();
+        flow_signal::signal(&self.lp, &self.protocol, &self.deferred_flow, signal);
     }
 
     fn deliver_deferred_flow(&self) {
-        if self.deferred_flow.borrow().is_empty() {
-            return;
-        }
-        let signals = std::mem::take(&mut *self.deferred_flow.borrow_mut());
-        for signal in signals {
-            self.signal_flow(signal);
-        }
+        flow_signal::deliver_deferred(&self.lp, &self.protocol, &self.deferred_flow);
     }
 
     fn abort(&self, error: Option<io::Error>) {
@@ -510,6 +460,21 @@ impl IoHandler for DgramInner {
             self.send_completed(completion.take());
         }
         self.maybe_finish();
+    }
+}
+
+impl crate::start::TransportState for DgramInner {
+    fn set_token(&self, token: IoToken) {
+        self.token.set(Some(token));
+    }
+
+    fn begin(self: Rc<Self>) {
+        let transport = DatagramTransport { inner: self };
+        transport.inner.connection_made(&transport);
+    }
+
+    fn release(&self) {
+        self.release_fd();
     }
 }
 

@@ -108,7 +108,7 @@ impl Server {
         });
         *inner.me.borrow_mut() = Rc::downgrade(&inner);
         let weak: Weak<dyn crate::registry::Abandon> = Rc::downgrade(&inner) as _;
-        crate::registry::Registry::of(lp).add(weak, &crate::flush::FlushList::of(lp));
+        crate::registry::Registry::of(lp).add(weak);
         Server { inner }
     }
 

@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ringloop_runtime::{ExceptionContext, LoopError};
 
-use super::{panic_error, Phase, StreamInner, StreamKind, Transport};
+use super::{panic_error, Phase, ProtocolRef, StreamInner, StreamKind, Transport};
 use crate::protocol::Protocol;
 
 impl StreamInner {
@@ -66,24 +66,9 @@ impl StreamInner {
         self.phase.set(Phase::Open);
         let protocol = self.protocol.borrow().clone();
         if let Some(protocol) = protocol {
-            let outcome = match protocol.try_borrow_mut() {
-                Ok(mut guard) => {
-                    catch_unwind(AssertUnwindSafe(|| guard.connection_made(transport)))
-                }
-                Err(_) => {
-                    tracing::warn!("protocol busy during connection_made; not called");
-                    Ok(())
-                }
-            };
-            // asyncio reports an exception in connection_made and keeps the transport
-            // (semantics 82): connection_lost comes later, on close.
-            if let Err(payload) = outcome {
-                let error = panic_error("connection_made", &*payload);
-                self.lp.call_exception_handler(
-                    ExceptionContext::new("Exception in callback connection_made")
-                        .with_error(LoopError::from(error)),
-                );
-            }
+            self.call_once(&protocol, "connection_made", |p| {
+                p.connection_made(transport)
+            });
             if !self.deferred_flow.borrow().is_empty() {
                 self.deliver_deferred_flow();
             }
@@ -191,26 +176,39 @@ impl StreamInner {
         let error = self.lost_error.borrow_mut().take();
         let protocol = self.protocol.borrow_mut().take();
         if let Some(protocol) = protocol {
-            let outcome = match protocol.try_borrow_mut() {
-                Ok(mut guard) => catch_unwind(AssertUnwindSafe(|| guard.connection_lost(error))),
-                Err(_) => {
-                    tracing::warn!("protocol busy during connection_lost; not called");
-                    Ok(())
-                }
-            };
-            if let Err(payload) = outcome {
-                let error = panic_error("connection_lost", &*payload);
-                self.lp.call_exception_handler(
-                    ExceptionContext::new("Exception in callback connection_lost")
-                        .with_error(LoopError::from(error)),
-                );
-            }
+            self.call_once(&protocol, "connection_lost", |p| p.connection_lost(error));
             drop(protocol);
         }
         self.release_fd();
         let on_lost = self.on_lost.borrow_mut().take();
         if let Some(on_lost) = on_lost {
             on_lost();
+        }
+    }
+
+    /// Calls `connection_made` or `connection_lost`, the once-only methods. A busy protocol
+    /// is skipped with a warning. A panic is reported as asyncio reports an exception in a
+    /// callback, and the transport is kept (semantics 82): after a panicking
+    /// `connection_made`, `connection_lost` still comes, on close.
+    fn call_once(
+        &self,
+        protocol: &ProtocolRef,
+        method: &'static str,
+        f: impl FnOnce(&mut dyn Protocol),
+    ) {
+        let outcome = match protocol.try_borrow_mut() {
+            Ok(mut guard) => catch_unwind(AssertUnwindSafe(|| f(&mut *guard))),
+            Err(_) => {
+                tracing::warn!("protocol busy during {method}; not called");
+                Ok(())
+            }
+        };
+        if let Err(payload) = outcome {
+            let error = panic_error(method, &*payload);
+            self.lp.call_exception_handler(
+                ExceptionContext::new(format!("Exception in callback {method}"))
+                    .with_error(LoopError::from(error)),
+            );
         }
     }
 

@@ -211,7 +211,7 @@ impl Transport {
             _ => (None, None),
         };
         let raw_fd = fd.as_raw_fd();
-        let inner = Rc::new(StreamInner {
+        let inner = Rc::new_cyclic(|me| StreamInner {
             lp: lp.clone(),
             kind,
             token: Cell::new(None),
@@ -247,34 +247,10 @@ impl Transport {
             listed: Cell::new(false),
             flush_list: FlushList::of(lp),
             watch_op: Cell::new(None),
-            me: RefCell::new(std::rc::Weak::new()),
+            me: RefCell::new(me.clone()),
         });
-        *inner.me.borrow_mut() = Rc::downgrade(&inner);
-        let weak: std::rc::Weak<dyn crate::registry::Abandon> = Rc::downgrade(&inner) as _;
-        crate::registry::Registry::of(lp).add(weak, &inner.flush_list);
-        let token = match lp.register_io(inner.clone()) {
-            Ok(token) => token,
-            Err(err) => {
-                inner.release_fd();
-                return Err(err);
-            }
-        };
-        inner.token.set(Some(token));
-        let made = lp.create_future::<()>();
-        let transport = Transport { inner };
-        let starter = transport.clone();
-        let waiter = made.clone();
-        let scheduled = lp.call_soon(move || {
-            starter.inner.call_connection_made(&starter);
-            // The creator may have stopped waiting (cancelled): nothing to report then.
-            let _ = waiter.set_result(());
-        });
-        if let Err(err) = scheduled {
-            transport.inner.lp.deregister_io(token);
-            transport.inner.release_fd();
-            return Err(err);
-        }
-        Ok((transport, made))
+        let made = crate::start::start(lp, inner.clone())?;
+        Ok((Transport { inner }, made))
     }
 
     /// Queues `data` to be sent. Returns at once: the bytes are copied (the caller may reuse
@@ -491,6 +467,21 @@ impl IoHandler for StreamInner {
             tracing::trace!(?completion, "stray completion for a stream transport");
         }
         self.maybe_finish();
+    }
+}
+
+impl crate::start::TransportState for StreamInner {
+    fn set_token(&self, token: IoToken) {
+        self.token.set(Some(token));
+    }
+
+    fn begin(self: Rc<Self>) {
+        let transport = Transport { inner: self };
+        transport.inner.call_connection_made(&transport);
+    }
+
+    fn release(&self) {
+        self.release_fd();
     }
 }
 

@@ -8,6 +8,7 @@ use ringloop_proactor::{op, Completion, Op};
 use super::{StreamInner, StreamKind};
 use crate::error::TransportError;
 use crate::flow::FlowSignal;
+use crate::flow_signal;
 use crate::flush::Flush;
 
 /// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
@@ -325,41 +326,12 @@ impl StreamInner {
     /// Tells the protocol to pause or resume, now or (if it is busy) right after its current
     /// method returns. A panic is reported and the transport carries on (semantics 140).
     fn signal_flow(&self, signal: FlowSignal) {
-        let Some(protocol) = self.protocol.borrow().clone() else {
-            return;
-        };
-        let Ok(mut guard) = protocol.try_borrow_mut() else {
-            self.deferred_flow.borrow_mut().push(signal);
-            return;
-        };
-        let method = match signal {
-            FlowSignal::Pause => "pause_writing",
-            _ => "resume_writing",
-        };
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match signal {
-            FlowSignal::Pause => guard.pause_writing(),
-            _ => guard.resume_writing(),
-        }));
-        drop(guard);
-        if let Err(payload) = outcome {
-            let error = super::panic_error(method, &*payload);
-            self.lp.call_exception_handler(
-                ringloop_runtime::ExceptionContext::new(format!("protocol.{method}() failed"))
-                    .with_error(ringloop_runtime::LoopError::from(error)),
-            );
-        }
-        // Writes made inside pause_writing/resume_writing may have raised a signal meanwhile.
-        if !self.deferred_flow.borrow().is_empty() {
-            self.deliver_deferred_flow();
-        }
+        flow_signal::signal(&self.lp, &self.protocol, &self.deferred_flow, signal);
     }
 
     /// Delivers flow signals raised while the protocol was busy.
     pub(crate) fn deliver_deferred_flow(&self) {
-        let signals = std::mem::take(&mut *self.deferred_flow.borrow_mut());
-        for signal in signals {
-            self.signal_flow(signal);
-        }
+        flow_signal::deliver_deferred(&self.lp, &self.protocol, &self.deferred_flow);
     }
 
     /// The write pipe's watch for its reader going away (semantics 171).

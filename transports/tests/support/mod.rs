@@ -1,14 +1,19 @@
 //! Shared helpers of the transports tests: loops that fail on unexpected exception-handler
-//! calls, fd counting, and small protocols that record what happened to them.
+//! calls, fd counting, loopback listeners, connections and echo servers, and small protocols
+//! that record what happened to them.
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset.
 
 use std::cell::RefCell;
 use std::io;
+use std::net::{TcpListener, TcpStream};
 use std::rc::Rc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ringloop_runtime::{EventLoop, ExceptionContext, LoopError};
-use ringloop_transports::{Protocol, Transport};
+use ringloop_transports::{
+    ConnectOptions, Connection, EventLoopExt, Protocol, Server, ServerOptions, Transport,
+};
 
 /// A loop whose exception handler records every call (tests assert it stays empty on clean
 /// paths, semantics 52).
@@ -44,6 +49,53 @@ pub fn open_fds() -> usize {
         .unwrap_or(0)
 }
 
+/// A std listener on loopback and its port: a peer the test drives by hand.
+pub fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+/// A loopback port nobody listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    listener().1
+}
+
+/// A peer thread: listens on loopback (already bound when this returns), accepts one
+/// connection and runs `script` on it. Returns the port and the thread.
+pub fn peer<T: Send + 'static>(
+    script: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (u16, JoinHandle<T>) {
+    let (l, port) = listener();
+    let thread = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        script(s)
+    });
+    (port, thread)
+}
+
+/// Connects to `127.0.0.1:port` with `protocol` (default options).
+pub async fn connect<P: Protocol>(
+    lp: &EventLoop,
+    port: u16,
+    protocol: P,
+) -> Result<Connection<P>, LoopError> {
+    lp.create_connection(
+        move || protocol,
+        "127.0.0.1",
+        port,
+        ConnectOptions::default(),
+    )
+    .await
+}
+
+/// A server on `host` (any port; `""` binds every interface) whose connections echo what
+/// they receive, each through a [`Recorder`].
+pub async fn echo_server(lp: &EventLoop, host: &str) -> Result<Server, LoopError> {
+    lp.create_server(Recorder::echoing, host, 0, ServerOptions::default())
+        .await
+}
+
 /// Everything that happened to a [`Recorder`], in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -66,6 +118,14 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder that writes back everything it receives.
+    pub fn echoing() -> Recorder {
+        Recorder {
+            echo: true,
+            ..Recorder::default()
+        }
+    }
+
     /// All bytes received, concatenated.
     pub fn data(&self) -> Vec<u8> {
         let mut out = Vec::new();
