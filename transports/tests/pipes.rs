@@ -109,19 +109,11 @@ fn write_pipe_whose_reader_took_everything_then_left_closes_cleanly() {
     // semantics 171: everything written was taken by the kernel (the write finished,
     // unreported), so the reader leaving is a clean end, not BrokenPipe.
     let (lp, _) = new_loop();
-    let mut child = Command::new("sh")
-        .args(["-c", "head -c 5 >/dev/null"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin: OwnedFd = child.stdin.take().unwrap().into();
+    let (mut child, stdin) = child_reading("head -c 5 >/dev/null", Stdio::inherit());
     let lp2 = lp.clone();
     run(&lp, 10, async move {
         let (proto, lost) = recorder(&lp2);
-        let proto = RefCell::new(Some(proto));
-        let (t, p) = lp2
-            .connect_write_pipe(move || proto.take().unwrap(), stdin)
-            .await?;
+        let (t, p) = lp2.connect_write_pipe(move || proto, stdin).await?;
         t.write(b"hello").unwrap();
         lost.await?;
         assert_eq!(p.borrow().shape(), vec![Event::Made, Event::Lost(None)]);
