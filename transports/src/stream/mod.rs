@@ -133,10 +133,10 @@ pub(crate) struct StreamInner {
     pub(crate) pending_eof: Cell<bool>,
     pub(crate) eof_seen: Cell<bool>,
     pub(crate) delivery_scheduled: Cell<bool>,
-    /// The reused buffer of pipe reads.
-    pub(crate) pipe_buf: RefCell<Vec<u8>>,
     // ----- write side (write.rs) -----
     pub(crate) wbuf: RefCell<Vec<u8>>,
+    /// The other write buffer (the two alternate); a read pipe, which never writes, keeps
+    /// its read buffer here instead.
     pub(crate) spare: RefCell<Vec<u8>>,
     pub(crate) write_op: Cell<Option<OpId>>,
     /// Whether `write_op` is quiet: its success is not reported, so it is reclaimed
@@ -234,7 +234,6 @@ impl Transport {
             pending_eof: Cell::new(false),
             eof_seen: Cell::new(false),
             delivery_scheduled: Cell::new(false),
-            pipe_buf: RefCell::new(Vec::new()),
             wbuf: RefCell::new(Vec::new()),
             spare: RefCell::new(Vec::new()),
             write_op: Cell::new(None),

@@ -28,7 +28,7 @@ impl StreamInner {
         let submitted = match self.kind {
             StreamKind::Socket => self.lp.submit(op::RecvMulti::new(fd), token),
             _ => {
-                let mut buf = std::mem::take(&mut *self.pipe_buf.borrow_mut());
+                let mut buf = std::mem::take(&mut *self.spare.borrow_mut());
                 buf.clear();
                 buf.reserve(PIPE_READ_SIZE);
                 self.lp.submit(op::Read::new(fd, buf), token)
@@ -151,10 +151,10 @@ impl StreamInner {
         matches!(&completion.op, Some(Op::Read(read)) if !read.buf.is_empty())
     }
 
-    /// Keeps a pipe read buffer for the next read.
+    /// Keeps a pipe read buffer for the next read (in `spare`: a read pipe never writes).
     fn recycle(&self, chunk: Chunk) {
         if let Chunk::Owned(buf) = chunk {
-            let mut mine = self.pipe_buf.borrow_mut();
+            let mut mine = self.spare.borrow_mut();
             if mine.capacity() < buf.capacity() {
                 *mine = buf;
             }

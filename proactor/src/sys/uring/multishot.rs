@@ -56,7 +56,7 @@ impl Driver {
         if let Some(single) = slot.buf.take() {
             // A single receive finished; go back to the multishot once the pool has room.
             slot.single = self.pool.in_use() >= self.pool.count();
-            let chunk = single.finish(&self.pool, res);
+            let chunk = (*single).finish(&self.pool, res);
             return match chunk {
                 Some(buf) => {
                     let data = RawCompletion {

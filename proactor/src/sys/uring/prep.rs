@@ -122,7 +122,7 @@ fn recv_multi(op: &mut RecvMulti, slot: &mut Slot, cx: &Ctx<'_>) -> Entry {
         return opcode::RecvMulti::new(Fd(op.fd), BUF_GROUP).build();
     }
     let (buf, ptr, len) = SingleBuf::take(cx.pool);
-    slot.buf = Some(buf);
+    slot.buf = Some(Box::new(buf));
     opcode::Recv::new(Fd(op.fd), ptr, len32(len)).build()
 }
 

@@ -80,7 +80,8 @@ pub(super) struct Slot {
     /// Multishot receive only: the next arm is a single receive (the ring ran dry).
     pub(super) single: bool,
     /// Multishot receive only: the buffer of the single receive in flight.
-    pub(super) buf: Option<SingleBuf>,
+    /// Boxed: it is rare (the ring ran dry), and every op's slot would pay for it inline.
+    pub(super) buf: Option<Box<SingleBuf>>,
 }
 
 /// Side table of [`Slot`]s by op slot index.
