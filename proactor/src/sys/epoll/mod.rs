@@ -20,10 +20,12 @@
 //!   to come, because the state changed after the syscall that observed it. A request /
 //!   response exchange then costs one recv, one send and a share of one `epoll_wait`.
 //! - **Multishot.** `RecvMulti` reads until `EAGAIN` into pool buffers, or into buffers of
-//!   its own when the pool is dry; `AcceptMulti` accepts until `EAGAIN`; a multishot
-//!   `PollAdd` reports each readiness edge. All stay parked until end of stream, an error,
-//!   or a cancel. A multishot op takes at most 32 chunks or connections per turn, then
-//!   yields to the other fds and resumes at the next poll.
+//!   its own when the pool is dry, and on a byte stream until a chunk shorter than its
+//!   buffer (the same rule as above: the next receive would say `EAGAIN`, and the next
+//!   arrival, end of stream included, raises an edge); `AcceptMulti` accepts until
+//!   `EAGAIN`; a multishot `PollAdd` reports each readiness edge. All stay parked until end
+//!   of stream, an error, or a cancel. A multishot op takes at most 32 chunks or
+//!   connections per turn, then yields to the other fds and resumes at the next poll.
 //! - **Timeouts** sit in a heap ([`timers`]); the wait ends no later than the next one and
 //!   never before it is due ([`wait`]). **Child exits** wait on a pidfd ([`child`]).
 //! - **Cancel** unparks the op and queues its `-ECANCELED` completion; an op that already
@@ -224,8 +226,10 @@ impl Driver {
         }
     }
 
-    /// Tries op `id` once; `None` if it is gone from the table.
-    fn attempt(&mut self, table: &mut OpTable, id: OpId) -> Option<Progress> {
+    /// Tries op `id` once; `None` if it is gone from the table. `short_drains`: a short
+    /// read proves the fd drained (see `FdState::short_means_drained`), so a multishot
+    /// receive stops there instead of paying for a receive that says `EAGAIN`.
+    fn attempt(&mut self, table: &mut OpTable, id: OpId, short_drains: bool) -> Option<Progress> {
         let entry = table.get_mut(id)?;
         let yields_fd = entry.op.yields_fd();
         let before = self.ready.len();
@@ -235,6 +239,7 @@ impl Driver {
             pool: &self.pool,
             spare: &mut self.spare,
             ready: &mut self.ready,
+            short_drains,
         };
         let progress = perform::attempt(&mut entry.op, begun, sink);
         if yields_fd {
@@ -290,7 +295,11 @@ impl Driver {
         if nonblock {
             self.registry.ensure_nonblocking(fd);
         }
-        match self.attempt(table, id) {
+        let short_drains = self
+            .registry
+            .get(fd)
+            .is_some_and(|state| state.short_means_drained(side));
+        match self.attempt(table, id, short_drains) {
             Some(Progress::Done(result)) => self.finish(table, id, result),
             Some(Progress::Drained(result)) => {
                 if let Some(state) = self.registry.get(fd) {
@@ -355,10 +364,13 @@ impl Driver {
     /// Runs `fd`'s parked `side` ops in order until one must wait again.
     fn run_queue(&mut self, table: &mut OpTable, fd: RawFd, side: Side) {
         loop {
-            let Some(&id) = self.registry.get(fd).and_then(|s| s.queue(side).front()) else {
+            let Some((id, short_drains)) = self.registry.get(fd).and_then(|s| {
+                let id = *s.queue(side).front()?;
+                Some((id, s.short_means_drained(side)))
+            }) else {
                 return;
             };
-            match self.attempt(table, id) {
+            match self.attempt(table, id, short_drains) {
                 Some(Progress::Again) => {
                     self.registry.state(fd).set_blocked(side, true);
                     return;
@@ -541,7 +553,7 @@ impl Backend for Driver {
                 // Synchronous ops (nop, close, shutdown) and ops on invalid fds: the
                 // syscall's own answer is the result.
                 None => {
-                    let result = match self.attempt(table, id) {
+                    let result = match self.attempt(table, id, false) {
                         Some(Progress::Done(result) | Progress::Drained(result)) => result,
                         Some(Progress::Again | Progress::Yield) | None => -libc::EAGAIN,
                     };
@@ -846,6 +858,37 @@ mod tests {
             [(read, 4, false)],
             "read at push"
         );
+    }
+
+    #[test]
+    fn a_short_multishot_chunk_waits_for_the_next_edge_without_reading_again() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let id = table.insert(op::RecvMulti::new(fd).into(), 0);
+        d.push(&mut table, id);
+        assert!(drain(&mut d, &mut table).is_empty(), "parked on EAGAIN");
+        std::io::Write::write_all(&mut b, b"short").unwrap();
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(id, 5, true)]);
+        // The short chunk proved the socket drained: the op waits for the next edge (a
+        // receive now would only say EAGAIN), still first in the fd's queue.
+        let state = d.registry.get(fd).unwrap();
+        assert!(state.read_blocked && state.readers.front() == Some(&id));
+        assert!(d.yielded.is_empty());
+        // A full chunk proves nothing: with exactly one buffer (64 bytes) queued, the op
+        // reads again, finds nothing, and only then waits.
+        std::io::Write::write_all(&mut b, &[1; 64]).unwrap();
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(id, 64, true)]);
+        assert!(d.registry.get(fd).unwrap().read_blocked);
+        // End of stream after a short chunk raises its own edge.
+        std::io::Write::write_all(&mut b, b"bye").unwrap();
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(id, 3, true)]);
+        drop(b);
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(id, 0, false)]);
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub(super) struct Sink<'a> {
     pub(super) spare: &'a mut Vec<u8>,
     /// The backend's completion queue.
     pub(super) ready: &'a mut VecDeque<RawCompletion>,
+    /// A chunk shorter than its buffer proves the fd drained: the fd is a byte stream that
+    /// no event has reported closed, so the next arrival is certain to raise an edge.
+    pub(super) short_drains: bool,
 }
 
 /// How an op that works on an fd waits for it.
@@ -345,8 +348,15 @@ fn close(op: &mut op::Close) -> Progress {
     Progress::Done(0)
 }
 
-/// Receives chunks until `EAGAIN` (or the turn's budget), one `more` completion each, into pool buffers or, when
-/// the pool is dry, into buffers of its own: data is never left waiting for a free buffer.
+/// Receives chunks until `EAGAIN` (or the turn's budget), one `more` completion each, into
+/// pool buffers or, when the pool is dry, into buffers of its own: data is never left waiting
+/// for a free buffer.
+///
+/// When a short chunk proves the fd drained (`sink.short_drains`), the op waits for the next
+/// edge right after it ([`Progress::Again`], as if the next receive had said `EAGAIN`): that
+/// receive would fail, and it is one syscall per message in request/response traffic. End of
+/// stream is not lost: it raises its own edge, whose event marks the fd's read side closed,
+/// and from then on the op reads until the `0`.
 fn recv_multi(op: &mut op::RecvMulti, sink: Sink<'_>) -> Progress {
     let fd = op.fd;
     let size = sink.pool.buf_size();
@@ -391,6 +401,9 @@ fn recv_multi(op: &mut op::RecvMulti, sink: Sink<'_>) -> Progress {
             more: true,
             buf: Some(chunk),
         });
+        if n < len && sink.short_drains {
+            return Progress::Again;
+        }
     }
     Progress::Yield
 }
