@@ -84,7 +84,8 @@ enum Place {
     Timer,
 }
 
-/// The backend's view of one op-table slot.
+/// The backend's view of one op-table slot. Only ops that wait (parked, in the timer heap)
+/// are tracked: an op that finishes at push never touches its slot.
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     /// The op occupying the slot, while the backend tracks it.
@@ -115,6 +116,9 @@ pub(crate) struct Driver {
     yielded: Vec<(RawFd, Side)>,
     /// The list being run, kept to reuse its allocation.
     yielded_now: Vec<(RawFd, Side)>,
+    /// `WaitId` ops holding a pidfd: while there are none, finishing an op needs no look at
+    /// the op table.
+    pidfds: usize,
 }
 
 impl Driver {
@@ -145,19 +149,20 @@ impl Driver {
             orphans: Vec::new(),
             yielded: Vec::new(),
             yielded_now: Vec::new(),
+            pidfds: 0,
         })
     }
 
-    /// Starts tracking op `id` (not yet parked).
-    fn occupy(&mut self, id: OpId) {
+    /// Tracks op `id`, which waits at `place`; `begun` as its attempts left it.
+    fn track(&mut self, id: OpId, place: Place, begun: bool) {
         let index = id.index();
         if index >= self.slots.len() {
             self.slots.resize(index + 1, Slot::default());
         }
         self.slots[index] = Slot {
             id: Some(id),
-            place: Place::Running,
-            begun: false,
+            place,
+            begun,
         };
     }
 
@@ -174,9 +179,17 @@ impl Driver {
         if let Some(slot) = self.slot(id) {
             *slot = Slot::default();
         }
-        if let Some(Op::WaitId(wait)) = table.get_mut(id).map(|e| &mut e.op) {
-            if let Some(pidfd) = wait.pidfd.take() {
-                self.drop_fd_state(pidfd.as_raw_fd(), false);
+        self.finish_untracked(table, id, result);
+    }
+
+    /// [`finish`](Self::finish) for an op the backend does not track (it never waited).
+    fn finish_untracked(&mut self, table: &mut OpTable, id: OpId, result: i32) {
+        if self.pidfds > 0 {
+            if let Some(Op::WaitId(wait)) = table.get_mut(id).map(|e| &mut e.op) {
+                if let Some(pidfd) = wait.pidfd.take() {
+                    self.pidfds -= 1;
+                    self.drop_fd_state(pidfd.as_raw_fd(), false);
+                }
             }
         }
         self.ready.push_back(RawCompletion {
@@ -226,22 +239,40 @@ impl Driver {
         }
     }
 
-    /// Tries op `id` once; `None` if it is gone from the table. `short_drains`: a short
-    /// read proves the fd drained (see `FdState::short_means_drained`), so a multishot
-    /// receive stops there instead of paying for a receive that says `EAGAIN`.
-    fn attempt(&mut self, table: &mut OpTable, id: OpId, short_drains: bool) -> Option<Progress> {
+    /// Tries op `id` once; `None` if it is gone from the table. `begun` is the op's
+    /// connect-in-progress flag (see `Slot::begun`). `short_drains`: a short read proves the
+    /// fd drained (see `FdState::short_means_drained`), so a multishot receive stops there
+    /// instead of paying for a receive that says `EAGAIN`.
+    fn attempt(
+        &mut self,
+        table: &mut OpTable,
+        id: OpId,
+        begun: &mut bool,
+        short_drains: bool,
+    ) -> Option<Progress> {
         let entry = table.get_mut(id)?;
-        let yields_fd = entry.op.yields_fd();
+        Some(self.attempt_op(&mut entry.op, id, begun, short_drains))
+    }
+
+    /// [`attempt`](Self::attempt) on the op itself.
+    fn attempt_op(
+        &mut self,
+        op: &mut Op,
+        id: OpId,
+        begun: &mut bool,
+        short_drains: bool,
+    ) -> Progress {
         let before = self.ready.len();
-        let begun = &mut self.slots.get_mut(id.index())?.begun;
+        let mut yields_fd = false;
         let sink = Sink {
             id,
             pool: &self.pool,
             spare: &mut self.spare,
             ready: &mut self.ready,
             short_drains,
+            yields_fd: &mut yields_fd,
         };
-        let progress = perform::attempt(&mut entry.op, begun, sink);
+        let progress = perform::attempt(op, begun, sink);
         if yields_fd {
             for at in before..self.ready.len() {
                 let fd = self.ready[at].result;
@@ -253,12 +284,12 @@ impl Driver {
                 }
             }
         }
-        Some(progress)
+        progress
     }
 
     /// Parks op `id` at the back of `fd`'s `side` queue, registering the fd on its first
     /// wait. An fd epoll cannot watch fails the op with the registration's error.
-    fn park(&mut self, table: &mut OpTable, id: OpId, fd: RawFd, side: Side) {
+    fn park(&mut self, table: &mut OpTable, id: OpId, fd: RawFd, side: Side, begun: bool) {
         let registered = self.registry.get(fd).is_some_and(|s| s.registered);
         if !registered {
             if let Err(err) = self.registry.register(fd) {
@@ -272,52 +303,74 @@ impl Driver {
             }
         }
         self.registry.state(fd).queue(side).push_back(id);
-        if let Some(slot) = self.slot(id) {
-            slot.place = Place::Parked(fd, side);
-        }
+        self.track(id, Place::Parked(fd, side), begun);
     }
 
-    /// Starts an op that waits on `fd`'s `side`: tried now unless an older op of that side
-    /// is parked (then it queues behind untried), parked on `EAGAIN`.
+    /// Starts `op` (`id`), which waits on `fd`'s `side`: tried now unless an older op of that
+    /// side is parked (then it queues behind untried), parked on `EAGAIN`.
     ///
     /// An fd whose side said `EAGAIN` with no edge since cannot have become ready without
     /// an edge being queued, so the op parks untried and that edge runs it: one failing
     /// syscall saved per op in request/response traffic.
-    fn start(&mut self, table: &mut OpTable, id: OpId, fd: RawFd, side: Side, nonblock: bool) {
-        let wait = self
-            .registry
-            .get(fd)
-            .is_some_and(|state| state.blocked(side) || !state.queue(side).is_empty());
+    ///
+    /// This half needs only the op (which the caller has already looked up); `None` means
+    /// "park untried", else what the attempt did and its connect flag. [`Self::settle`] does
+    /// the rest.
+    fn try_start(
+        &mut self,
+        op: &mut Op,
+        id: OpId,
+        fd: RawFd,
+        side: Side,
+        nonblock: bool,
+    ) -> Option<(Progress, bool)> {
+        let (wait, short_drains, nonblocking) = match self.registry.get(fd) {
+            Some(state) => (
+                state.blocked(side) || !state.queue(side).is_empty(),
+                state.short_means_drained(side),
+                state.nonblocking,
+            ),
+            None => (false, false, false),
+        };
         if wait {
-            self.park(table, id, fd, side);
-            return;
+            return None;
         }
-        if nonblock {
+        if nonblock && !nonblocking {
             self.registry.ensure_nonblocking(fd);
         }
-        let short_drains = self
-            .registry
-            .get(fd)
-            .is_some_and(|state| state.short_means_drained(side));
-        match self.attempt(table, id, short_drains) {
-            Some(Progress::Done(result)) => self.finish(table, id, result),
-            Some(Progress::Drained(result)) => {
+        let mut begun = false;
+        let progress = self.attempt_op(op, id, &mut begun, short_drains);
+        Some((progress, begun))
+    }
+
+    /// Completes, parks or requeues an op [`Self::try_start`] started.
+    fn settle(
+        &mut self,
+        table: &mut OpTable,
+        id: OpId,
+        fd: RawFd,
+        side: Side,
+        started: Option<(Progress, bool)>,
+    ) {
+        match started {
+            None => self.park(table, id, fd, side, false),
+            Some((Progress::Done(result), _)) => self.finish_untracked(table, id, result),
+            Some((Progress::Drained(result), _)) => {
                 if let Some(state) = self.registry.get(fd) {
                     state.short_transfer(side);
                 }
-                self.finish(table, id, result);
+                self.finish_untracked(table, id, result);
             }
-            Some(Progress::Again) => {
-                self.park(table, id, fd, side);
+            Some((Progress::Again, begun)) => {
+                self.park(table, id, fd, side, begun);
                 if let Some(state) = self.registry.get(fd).filter(|s| s.registered) {
                     state.set_blocked(side, true);
                 }
             }
-            Some(Progress::Yield) => {
-                self.park(table, id, fd, side);
+            Some((Progress::Yield, begun)) => {
+                self.park(table, id, fd, side, begun);
                 self.yielded.push((fd, side));
             }
-            None => {}
         }
     }
 
@@ -354,9 +407,7 @@ impl Driver {
                     });
                 }
                 self.registry.state(fd).polls.push_back(id);
-                if let Some(slot) = self.slot(id) {
-                    slot.place = Place::Parked(fd, Side::Poll);
-                }
+                self.track(id, Place::Parked(fd, Side::Poll), false);
             }
         }
     }
@@ -364,32 +415,44 @@ impl Driver {
     /// Runs `fd`'s parked `side` ops in order until one must wait again.
     fn run_queue(&mut self, table: &mut OpTable, fd: RawFd, side: Side) {
         loop {
-            let Some((id, short_drains)) = self.registry.get(fd).and_then(|s| {
-                let id = *s.queue(side).front()?;
-                Some((id, s.short_means_drained(side)))
-            }) else {
+            let Some(state) = self.registry.get(fd) else {
                 return;
             };
-            match self.attempt(table, id, short_drains) {
+            let Some(&id) = state.queue(side).front() else {
+                return;
+            };
+            let short_drains = state.short_means_drained(side);
+            // Parked ops are tracked; the flag only matters to connects.
+            let mut begun = self.slot(id).is_some_and(|slot| slot.begun);
+            let progress = self.attempt(table, id, &mut begun, short_drains);
+            let Some(state) = self.registry.get(fd) else {
+                return;
+            };
+            match progress {
                 Some(Progress::Again) => {
-                    self.registry.state(fd).set_blocked(side, true);
+                    state.set_blocked(side, true);
+                    if begun {
+                        if let Some(slot) = self.slot(id) {
+                            slot.begun = true;
+                        }
+                    }
                     return;
                 }
                 Some(Progress::Yield) => {
                     self.yielded.push((fd, side));
                     return;
                 }
-                done => {
-                    let state = self.registry.state(fd);
+                Some(Progress::Done(result)) => {
                     state.queue(side).pop_front();
-                    match done {
-                        Some(Progress::Done(result)) => self.finish(table, id, result),
-                        Some(Progress::Drained(result)) => {
-                            state.short_transfer(side);
-                            self.finish(table, id, result);
-                        }
-                        _ => {}
-                    }
+                    self.finish(table, id, result);
+                }
+                Some(Progress::Drained(result)) => {
+                    state.queue(side).pop_front();
+                    state.short_transfer(side);
+                    self.finish(table, id, result);
+                }
+                None => {
+                    state.queue(side).pop_front();
                 }
             }
         }
@@ -447,10 +510,15 @@ impl Driver {
         state.write_blocked &= revents & WRITE == 0;
         state.read_closed |= revents & READ_CLOSED != 0;
         state.write_closed |= revents & WRITE_CLOSED != 0;
-        if revents & READ != 0 {
+        // Every event of a connected socket says "writable" too: look at the queues before
+        // running them. (Running the readers parks no writer: ops are pushed by the
+        // proactor's caller, never during a poll.)
+        let readers = revents & READ != 0 && !state.readers.is_empty();
+        let writers = revents & WRITE != 0 && !state.writers.is_empty();
+        if readers {
             self.run_queue(table, fd, Side::Read);
         }
-        if revents & WRITE != 0 {
+        if writers {
             self.run_queue(table, fd, Side::Write);
         }
         if self.registry.get(fd).is_some_and(|s| !s.polls.is_empty()) {
@@ -511,7 +579,6 @@ impl Backend for Driver {
         let Some(entry) = table.get_mut(id) else {
             return;
         };
-        self.occupy(id);
         let op = &mut entry.op;
         match op {
             Op::Timeout(timeout) => {
@@ -519,9 +586,7 @@ impl Backend for Driver {
                 if let Some(deadline) = Instant::now().checked_add(timeout.duration) {
                     self.timers.insert(deadline, id);
                 }
-                if let Some(slot) = self.slot(id) {
-                    slot.place = Place::Timer;
-                }
+                self.track(id, Place::Timer, false);
             }
             Op::PollAdd(poll) => {
                 let (fd, events, multi) = (poll.fd, poll.events, poll.multishot);
@@ -535,7 +600,9 @@ impl Backend for Driver {
                     let fd = pidfd.as_raw_fd();
                     self.fresh_fd(fd);
                     wait.pidfd = Some(pidfd);
-                    self.start(table, id, fd, Side::Read, false);
+                    self.pidfds += 1;
+                    let started = self.try_start(op, id, fd, Side::Read, false);
+                    self.settle(table, id, fd, Side::Read, started);
                 }
                 Err(errno) => self.finish(table, id, errno),
             },
@@ -548,16 +615,17 @@ impl Backend for Driver {
                         );
                         self.drop_fd_state(wait.fd, false);
                     }
-                    self.start(table, id, wait.fd, wait.side, wait.nonblock);
+                    let started = self.try_start(op, id, wait.fd, wait.side, wait.nonblock);
+                    self.settle(table, id, wait.fd, wait.side, started);
                 }
                 // Synchronous ops (nop, close, shutdown) and ops on invalid fds: the
                 // syscall's own answer is the result.
                 None => {
-                    let result = match self.attempt(table, id, false) {
-                        Some(Progress::Done(result) | Progress::Drained(result)) => result,
-                        Some(Progress::Again | Progress::Yield) | None => -libc::EAGAIN,
+                    let result = match self.attempt_op(op, id, &mut false, false) {
+                        Progress::Done(result) | Progress::Drained(result) => result,
+                        Progress::Again | Progress::Yield => -libc::EAGAIN,
                     };
-                    self.finish(table, id, result);
+                    self.finish_untracked(table, id, result);
                 }
             },
         }

@@ -59,6 +59,9 @@ pub(super) struct Sink<'a> {
     /// A chunk shorter than its buffer proves the fd drained: the fd is a byte stream that
     /// no event has reported closed, so the next arrival is certain to raise an edge.
     pub(super) short_drains: bool,
+    /// Set when the attempt handed out new fds (accepts): the driver then drops whatever
+    /// it remembers about their numbers.
+    pub(super) yields_fd: &'a mut bool,
 }
 
 /// How an op that works on an fd waits for it.
@@ -113,10 +116,16 @@ pub(super) fn attempt(op: &mut Op, begun: &mut bool, sink: Sink<'_>) -> Progress
         Op::Send(op) => send(op),
         Op::RecvMsg(op) => recvmsg(op),
         Op::SendMsg(op) => sendmsg(op),
-        Op::Accept(op) => accept(op),
+        Op::Accept(op) => {
+            *sink.yields_fd = true;
+            accept(op)
+        }
         Op::Connect(op) => connect(op, begun),
         Op::RecvMulti(op) => recv_multi(op, sink),
-        Op::AcceptMulti(op) => accept_multi(op, sink),
+        Op::AcceptMulti(op) => {
+            *sink.yields_fd = true;
+            accept_multi(op, sink)
+        }
         Op::WaitId(op) => child::try_reap(op),
         Op::Nop(_) => Progress::Done(0),
         Op::Shutdown(op) => shutdown(op),
