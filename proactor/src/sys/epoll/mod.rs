@@ -183,6 +183,7 @@ impl Driver {
     }
 
     /// [`finish`](Self::finish) for an op the backend does not track (it never waited).
+    #[inline]
     fn finish_untracked(&mut self, table: &mut OpTable, id: OpId, result: i32) {
         if self.pidfds > 0 {
             if let Some(Op::WaitId(wait)) = table.get_mut(id).map(|e| &mut e.op) {
@@ -422,8 +423,9 @@ impl Driver {
                 return;
             };
             let short_drains = state.short_means_drained(side);
-            // Parked ops are tracked; the flag only matters to connects.
-            let mut begun = self.slot(id).is_some_and(|slot| slot.begun);
+            // A parked op is tracked, so its slot is its own (no need to compare ids); the
+            // flag only matters to connects.
+            let mut begun = self.slots.get(id.index()).is_some_and(|slot| slot.begun);
             let progress = self.attempt(table, id, &mut begun, short_drains);
             let Some(state) = self.registry.get(fd) else {
                 return;
