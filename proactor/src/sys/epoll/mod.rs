@@ -186,12 +186,7 @@ impl Driver {
     #[inline]
     fn finish_untracked(&mut self, table: &mut OpTable, id: OpId, result: i32) {
         if self.pidfds > 0 {
-            if let Some(Op::WaitId(wait)) = table.get_mut(id).map(|e| &mut e.op) {
-                if let Some(pidfd) = wait.pidfd.take() {
-                    self.pidfds -= 1;
-                    self.drop_fd_state(pidfd.as_raw_fd(), false);
-                }
-            }
+            self.close_pidfd(table, id);
         }
         self.ready.push_back(RawCompletion {
             id,
@@ -199,6 +194,17 @@ impl Driver {
             more: false,
             buf: None,
         });
+    }
+
+    /// Closes the pidfd of op `id` if it is a `WaitId` holding one.
+    #[cold]
+    fn close_pidfd(&mut self, table: &mut OpTable, id: OpId) {
+        if let Some(Op::WaitId(wait)) = table.get_mut(id).map(|e| &mut e.op) {
+            if let Some(pidfd) = wait.pidfd.take() {
+                self.pidfds -= 1;
+                self.drop_fd_state(pidfd.as_raw_fd(), false);
+            }
+        }
     }
 
     /// Forgets everything known about `fd` (deregistering it when asked); ops still parked
