@@ -121,7 +121,7 @@ pub(super) fn attempt(op: &mut Op, begun: &mut bool, sink: Sink<'_>) -> Progress
             accept(op)
         }
         Op::Connect(op) => connect(op, begun),
-        Op::RecvMulti(op) => recv_multi(op, sink),
+        Op::RecvMulti(op) => recv_multi(op.fd, sink),
         Op::AcceptMulti(op) => {
             *sink.yields_fd = true;
             accept_multi(op, sink)
@@ -257,7 +257,8 @@ fn recv(op: &mut op::Recv) -> Progress {
     }
 }
 
-fn send(op: &mut op::Send) -> Progress {
+#[inline]
+pub(super) fn send(op: &mut op::Send) -> Progress {
     let (fd, flags) = (op.fd, op.flags | libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
     let data = op.remaining();
     let (ptr, len) = (data.as_ptr().cast::<libc::c_void>(), data.len());
@@ -366,8 +367,8 @@ fn close(op: &mut op::Close) -> Progress {
 /// receive would fail, and it is one syscall per message in request/response traffic. End of
 /// stream is not lost: it raises its own edge, whose event marks the fd's read side closed,
 /// and from then on the op reads until the `0`.
-fn recv_multi(op: &mut op::RecvMulti, sink: Sink<'_>) -> Progress {
-    let fd = op.fd;
+#[inline(always)]
+pub(super) fn recv_multi(fd: RawFd, sink: Sink<'_>) -> Progress {
     let size = sink.pool.buf_size();
     for _ in 0..MULTISHOT_BUDGET {
         let pooled = sink.pool.take();
