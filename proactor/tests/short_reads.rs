@@ -171,6 +171,39 @@ fn multishot_recv_keeps_every_byte_of_a_racing_writer() {
 }
 
 #[test]
+fn a_new_multishot_recv_after_a_cancelled_one_gets_what_arrived_in_between() {
+    // Reading paused (the multishot cancelled) right after a short read, data arriving while
+    // nothing reads, then reading resumed with a new multishot: the data must come, whether
+    // its edge was consumed while no op was parked or is still queued.
+    let mut p = proactor_with_small_buffers();
+    let (ours, mut peer) = tcp_pair();
+    let fd = ours.as_raw_fd();
+    for round in 0..3u8 {
+        let id = p.push(op::RecvMulti::new(fd), 1);
+        let mut got = Vec::new();
+        peer.write_all(&[round; 5]).unwrap();
+        collect(&mut p, id, 5, &mut got);
+        assert!(p.cancel(id));
+        let c = next(&mut p);
+        assert!(!c.more && c.id == id, "{c:?}");
+        peer.write_all(&[round + 10; 7]).unwrap();
+        if round == 1 {
+            // Let the loop see (and consume) the arrival's edge while nothing is parked.
+            assert_idle_briefly(&mut p);
+        }
+        let id = p.push(op::RecvMulti::new(fd), 2);
+        got.clear();
+        collect(&mut p, id, 7, &mut got);
+        assert_eq!(got, [round + 10; 7], "round {round}");
+        assert!(p.cancel(id));
+        assert!(!next(&mut p).more);
+    }
+    drop(peer);
+    let id = p.push(op::RecvMulti::new(fd), 3);
+    expect_end(&mut p, id);
+}
+
+#[test]
 fn multishot_recv_on_udp_delivers_every_queued_datagram() {
     let mut p = proactor_with_small_buffers();
     let (sock, peer) = (udp(), udp());
