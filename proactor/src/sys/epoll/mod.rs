@@ -32,7 +32,10 @@
 //!   finished is unaffected. **Close** forgets the fd's registration, then closes it.
 //!
 //! Ops are found from their slot index in a `Vec`, fds from their number in a `Vec`; parked
-//! queues keep their capacity, so the steady state neither allocates nor hashes.
+//! queues keep their capacity, so the steady state neither allocates nor hashes. The two ops
+//! a request / response exchange makes take direct paths: a parked multishot receive runs
+//! from the readiness event without an op-table lookup, and a send at push skips the
+//! generic dispatch.
 //!
 //! # Caveats
 //! Fds must be closed through the proactor (`op::Close`, `Proactor::close_fd`): an fd closed
