@@ -20,17 +20,22 @@
 //!   to come, because the state changed after the syscall that observed it. A request /
 //!   response exchange then costs one recv, one send and a share of one `epoll_wait`.
 //! - **Multishot.** `RecvMulti` reads until `EAGAIN` into pool buffers, or into buffers of
-//!   its own when the pool is dry; `AcceptMulti` accepts until `EAGAIN`; a multishot
-//!   `PollAdd` reports each readiness edge. All stay parked until end of stream, an error,
-//!   or a cancel. A multishot op takes at most 32 chunks or connections per turn, then
-//!   yields to the other fds and resumes at the next poll.
+//!   its own when the pool is dry, and on a byte stream until a chunk shorter than its
+//!   buffer (the same rule as above: the next receive would say `EAGAIN`, and the next
+//!   arrival, end of stream included, raises an edge); `AcceptMulti` accepts until
+//!   `EAGAIN`; a multishot `PollAdd` reports each readiness edge. All stay parked until end
+//!   of stream, an error, or a cancel. A multishot op takes at most 32 chunks or
+//!   connections per turn, then yields to the other fds and resumes at the next poll.
 //! - **Timeouts** sit in a heap ([`timers`]); the wait ends no later than the next one and
 //!   never before it is due ([`wait`]). **Child exits** wait on a pidfd ([`child`]).
 //! - **Cancel** unparks the op and queues its `-ECANCELED` completion; an op that already
 //!   finished is unaffected. **Close** forgets the fd's registration, then closes it.
 //!
 //! Ops are found from their slot index in a `Vec`, fds from their number in a `Vec`; parked
-//! queues keep their capacity, so the steady state neither allocates nor hashes.
+//! queues keep their capacity, so the steady state neither allocates nor hashes. The two ops
+//! a request / response exchange makes take direct paths: a parked multishot receive runs
+//! from the readiness event without an op-table lookup, and a send at push skips the
+//! generic dispatch.
 //!
 //! # Caveats
 //! Fds must be closed through the proactor (`op::Close`, `Proactor::close_fd`): an fd closed
@@ -82,7 +87,8 @@ enum Place {
     Timer,
 }
 
-/// The backend's view of one op-table slot.
+/// The backend's view of one op-table slot. Only ops that wait (parked, in the timer heap)
+/// are tracked: an op that finishes at push never touches its slot.
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     /// The op occupying the slot, while the backend tracks it.
@@ -90,6 +96,9 @@ struct Slot {
     place: Place,
     /// A connect was started (see `perform::connect`).
     begun: bool,
+    /// The op is a multishot receive, which needs nothing from the op table but its fd
+    /// (the fd it is parked on): the readiness path runs it without looking the op up.
+    recv_multi: bool,
 }
 
 /// The epoll driver.
@@ -113,6 +122,9 @@ pub(crate) struct Driver {
     yielded: Vec<(RawFd, Side)>,
     /// The list being run, kept to reuse its allocation.
     yielded_now: Vec<(RawFd, Side)>,
+    /// `WaitId` ops holding a pidfd: while there are none, finishing an op needs no look at
+    /// the op table.
+    pidfds: usize,
 }
 
 impl Driver {
@@ -143,19 +155,21 @@ impl Driver {
             orphans: Vec::new(),
             yielded: Vec::new(),
             yielded_now: Vec::new(),
+            pidfds: 0,
         })
     }
 
-    /// Starts tracking op `id` (not yet parked).
-    fn occupy(&mut self, id: OpId) {
+    /// Tracks op `id`, which waits at `place`; `begun` as its attempts left it.
+    fn track(&mut self, id: OpId, place: Place, begun: bool) {
         let index = id.index();
         if index >= self.slots.len() {
             self.slots.resize(index + 1, Slot::default());
         }
         self.slots[index] = Slot {
             id: Some(id),
-            place: Place::Running,
-            begun: false,
+            place,
+            begun,
+            recv_multi: false,
         };
     }
 
@@ -172,10 +186,14 @@ impl Driver {
         if let Some(slot) = self.slot(id) {
             *slot = Slot::default();
         }
-        if let Some(Op::WaitId(wait)) = table.get_mut(id).map(|e| &mut e.op) {
-            if let Some(pidfd) = wait.pidfd.take() {
-                self.drop_fd_state(pidfd.as_raw_fd(), false);
-            }
+        self.finish_untracked(table, id, result);
+    }
+
+    /// [`finish`](Self::finish) for an op the backend does not track (it never waited).
+    #[inline]
+    fn finish_untracked(&mut self, table: &mut OpTable, id: OpId, result: i32) {
+        if self.pidfds > 0 {
+            self.close_pidfd(table, id);
         }
         self.ready.push_back(RawCompletion {
             id,
@@ -183,6 +201,17 @@ impl Driver {
             more: false,
             buf: None,
         });
+    }
+
+    /// Closes the pidfd of op `id` if it is a `WaitId` holding one.
+    #[cold]
+    fn close_pidfd(&mut self, table: &mut OpTable, id: OpId) {
+        if let Some(Op::WaitId(wait)) = table.get_mut(id).map(|e| &mut e.op) {
+            if let Some(pidfd) = wait.pidfd.take() {
+                self.pidfds -= 1;
+                self.drop_fd_state(pidfd.as_raw_fd(), false);
+            }
+        }
     }
 
     /// Forgets everything known about `fd` (deregistering it when asked); ops still parked
@@ -224,19 +253,40 @@ impl Driver {
         }
     }
 
-    /// Tries op `id` once; `None` if it is gone from the table.
-    fn attempt(&mut self, table: &mut OpTable, id: OpId) -> Option<Progress> {
+    /// Tries op `id` once; `None` if it is gone from the table. `begun` is the op's
+    /// connect-in-progress flag (see `Slot::begun`). `short_drains`: a short read proves the
+    /// fd drained (see `FdState::short_means_drained`), so a multishot receive stops there
+    /// instead of paying for a receive that says `EAGAIN`.
+    fn attempt(
+        &mut self,
+        table: &mut OpTable,
+        id: OpId,
+        begun: &mut bool,
+        short_drains: bool,
+    ) -> Option<Progress> {
         let entry = table.get_mut(id)?;
-        let yields_fd = entry.op.yields_fd();
+        Some(self.attempt_op(&mut entry.op, id, begun, short_drains))
+    }
+
+    /// [`attempt`](Self::attempt) on the op itself.
+    fn attempt_op(
+        &mut self,
+        op: &mut Op,
+        id: OpId,
+        begun: &mut bool,
+        short_drains: bool,
+    ) -> Progress {
         let before = self.ready.len();
-        let begun = &mut self.slots.get_mut(id.index())?.begun;
+        let mut yields_fd = false;
         let sink = Sink {
             id,
             pool: &self.pool,
             spare: &mut self.spare,
             ready: &mut self.ready,
+            short_drains,
+            yields_fd: &mut yields_fd,
         };
-        let progress = perform::attempt(&mut entry.op, begun, sink);
+        let progress = perform::attempt(op, begun, sink);
         if yields_fd {
             for at in before..self.ready.len() {
                 let fd = self.ready[at].result;
@@ -248,12 +298,12 @@ impl Driver {
                 }
             }
         }
-        Some(progress)
+        progress
     }
 
     /// Parks op `id` at the back of `fd`'s `side` queue, registering the fd on its first
     /// wait. An fd epoll cannot watch fails the op with the registration's error.
-    fn park(&mut self, table: &mut OpTable, id: OpId, fd: RawFd, side: Side) {
+    fn park(&mut self, table: &mut OpTable, id: OpId, fd: RawFd, side: Side, begun: bool) {
         let registered = self.registry.get(fd).is_some_and(|s| s.registered);
         if !registered {
             if let Err(err) = self.registry.register(fd) {
@@ -267,48 +317,88 @@ impl Driver {
             }
         }
         self.registry.state(fd).queue(side).push_back(id);
-        if let Some(slot) = self.slot(id) {
-            slot.place = Place::Parked(fd, side);
+        self.track(id, Place::Parked(fd, side), begun);
+        if let Some(Op::RecvMulti(_)) = table.get(id).map(|e| &e.op) {
+            if let Some(slot) = self.slot(id) {
+                slot.recv_multi = true;
+            }
         }
     }
 
-    /// Starts an op that waits on `fd`'s `side`: tried now unless an older op of that side
-    /// is parked (then it queues behind untried), parked on `EAGAIN`.
+    /// Starts `op` (`id`), which waits on `fd`'s `side`: tried now unless an older op of that
+    /// side is parked (then it queues behind untried), parked on `EAGAIN`.
     ///
     /// An fd whose side said `EAGAIN` with no edge since cannot have become ready without
     /// an edge being queued, so the op parks untried and that edge runs it: one failing
     /// syscall saved per op in request/response traffic.
-    fn start(&mut self, table: &mut OpTable, id: OpId, fd: RawFd, side: Side, nonblock: bool) {
-        let wait = self
-            .registry
-            .get(fd)
-            .is_some_and(|state| state.blocked(side) || !state.queue(side).is_empty());
+    ///
+    /// This half needs only the op (which the caller has already looked up); `None` means
+    /// "park untried", else what the attempt did and its connect flag. [`Self::settle`] does
+    /// the rest.
+    fn try_start(
+        &mut self,
+        op: &mut Op,
+        id: OpId,
+        fd: RawFd,
+        side: Side,
+        nonblock: bool,
+    ) -> Option<(Progress, bool)> {
+        let short_drains = self.may_try(fd, side, nonblock)?;
+        let mut begun = false;
+        let progress = self.attempt_op(op, id, &mut begun, short_drains);
+        Some((progress, begun))
+    }
+
+    /// Whether a new op on `fd`'s `side` may be tried now (`None`: it must queue untried),
+    /// and if so whether a short transfer would prove the side drained. Makes the fd
+    /// non-blocking first when the op's syscall needs it (`nonblock`).
+    #[inline]
+    fn may_try(&mut self, fd: RawFd, side: Side, nonblock: bool) -> Option<bool> {
+        let (wait, short_drains, nonblocking) = match self.registry.get(fd) {
+            Some(state) => (
+                state.blocked(side) || !state.queue(side).is_empty(),
+                state.short_means_drained(side),
+                state.nonblocking,
+            ),
+            None => (false, false, false),
+        };
         if wait {
-            self.park(table, id, fd, side);
-            return;
+            return None;
         }
-        if nonblock {
+        if nonblock && !nonblocking {
             self.registry.ensure_nonblocking(fd);
         }
-        match self.attempt(table, id) {
-            Some(Progress::Done(result)) => self.finish(table, id, result),
-            Some(Progress::Drained(result)) => {
+        Some(short_drains)
+    }
+
+    /// Completes, parks or requeues an op [`Self::try_start`] started.
+    fn settle(
+        &mut self,
+        table: &mut OpTable,
+        id: OpId,
+        fd: RawFd,
+        side: Side,
+        started: Option<(Progress, bool)>,
+    ) {
+        match started {
+            None => self.park(table, id, fd, side, false),
+            Some((Progress::Done(result), _)) => self.finish_untracked(table, id, result),
+            Some((Progress::Drained(result), _)) => {
                 if let Some(state) = self.registry.get(fd) {
                     state.short_transfer(side);
                 }
-                self.finish(table, id, result);
+                self.finish_untracked(table, id, result);
             }
-            Some(Progress::Again) => {
-                self.park(table, id, fd, side);
+            Some((Progress::Again, begun)) => {
+                self.park(table, id, fd, side, begun);
                 if let Some(state) = self.registry.get(fd).filter(|s| s.registered) {
                     state.set_blocked(side, true);
                 }
             }
-            Some(Progress::Yield) => {
-                self.park(table, id, fd, side);
+            Some((Progress::Yield, begun)) => {
+                self.park(table, id, fd, side, begun);
                 self.yielded.push((fd, side));
             }
-            None => {}
         }
     }
 
@@ -345,9 +435,7 @@ impl Driver {
                     });
                 }
                 self.registry.state(fd).polls.push_back(id);
-                if let Some(slot) = self.slot(id) {
-                    slot.place = Place::Parked(fd, Side::Poll);
-                }
+                self.track(id, Place::Parked(fd, Side::Poll), false);
             }
         }
     }
@@ -355,29 +443,59 @@ impl Driver {
     /// Runs `fd`'s parked `side` ops in order until one must wait again.
     fn run_queue(&mut self, table: &mut OpTable, fd: RawFd, side: Side) {
         loop {
-            let Some(&id) = self.registry.get(fd).and_then(|s| s.queue(side).front()) else {
+            let Some(state) = self.registry.get(fd) else {
                 return;
             };
-            match self.attempt(table, id) {
+            let Some(&id) = state.queue(side).front() else {
+                return;
+            };
+            let short_drains = state.short_means_drained(side);
+            // A parked op is tracked, so its slot is its own (no need to compare ids).
+            let slot = self.slots.get(id.index()).copied().unwrap_or_default();
+            let mut begun = slot.begun;
+            let progress = if slot.recv_multi {
+                // Parked ops stay in the table until their final completion, which only
+                // the backend produces: no lookup needed to know the op is there.
+                let sink = Sink {
+                    id,
+                    pool: &self.pool,
+                    spare: &mut self.spare,
+                    ready: &mut self.ready,
+                    short_drains,
+                    yields_fd: &mut false,
+                };
+                Some(perform::recv_multi(fd, sink))
+            } else {
+                self.attempt(table, id, &mut begun, short_drains)
+            };
+            let Some(state) = self.registry.get(fd) else {
+                return;
+            };
+            match progress {
                 Some(Progress::Again) => {
-                    self.registry.state(fd).set_blocked(side, true);
+                    state.set_blocked(side, true);
+                    if begun {
+                        if let Some(slot) = self.slot(id) {
+                            slot.begun = true;
+                        }
+                    }
                     return;
                 }
                 Some(Progress::Yield) => {
                     self.yielded.push((fd, side));
                     return;
                 }
-                done => {
-                    let state = self.registry.state(fd);
+                Some(Progress::Done(result)) => {
                     state.queue(side).pop_front();
-                    match done {
-                        Some(Progress::Done(result)) => self.finish(table, id, result),
-                        Some(Progress::Drained(result)) => {
-                            state.short_transfer(side);
-                            self.finish(table, id, result);
-                        }
-                        _ => {}
-                    }
+                    self.finish(table, id, result);
+                }
+                Some(Progress::Drained(result)) => {
+                    state.queue(side).pop_front();
+                    state.short_transfer(side);
+                    self.finish(table, id, result);
+                }
+                None => {
+                    state.queue(side).pop_front();
                 }
             }
         }
@@ -435,10 +553,15 @@ impl Driver {
         state.write_blocked &= revents & WRITE == 0;
         state.read_closed |= revents & READ_CLOSED != 0;
         state.write_closed |= revents & WRITE_CLOSED != 0;
-        if revents & READ != 0 {
+        // Every event of a connected socket says "writable" too: look at the queues before
+        // running them. (Running the readers parks no writer: ops are pushed by the
+        // proactor's caller, never during a poll.)
+        let readers = revents & READ != 0 && !state.readers.is_empty();
+        let writers = revents & WRITE != 0 && !state.writers.is_empty();
+        if readers {
             self.run_queue(table, fd, Side::Read);
         }
-        if revents & WRITE != 0 {
+        if writers {
             self.run_queue(table, fd, Side::Write);
         }
         if self.registry.get(fd).is_some_and(|s| !s.polls.is_empty()) {
@@ -499,7 +622,6 @@ impl Backend for Driver {
         let Some(entry) = table.get_mut(id) else {
             return;
         };
-        self.occupy(id);
         let op = &mut entry.op;
         match op {
             Op::Timeout(timeout) => {
@@ -507,9 +629,7 @@ impl Backend for Driver {
                 if let Some(deadline) = Instant::now().checked_add(timeout.duration) {
                     self.timers.insert(deadline, id);
                 }
-                if let Some(slot) = self.slot(id) {
-                    slot.place = Place::Timer;
-                }
+                self.track(id, Place::Timer, false);
             }
             Op::PollAdd(poll) => {
                 let (fd, events, multi) = (poll.fd, poll.events, poll.multishot);
@@ -523,10 +643,23 @@ impl Backend for Driver {
                     let fd = pidfd.as_raw_fd();
                     self.fresh_fd(fd);
                     wait.pidfd = Some(pidfd);
-                    self.start(table, id, fd, Side::Read, false);
+                    self.pidfds += 1;
+                    let started = self.try_start(op, id, fd, Side::Read, false);
+                    self.settle(table, id, fd, Side::Read, started);
                 }
                 Err(errno) => self.finish(table, id, errno),
             },
+            // Every transport write: tried straight away, without the generic dispatch.
+            Op::Send(send) if send.fd >= 0 => {
+                let fd = send.fd;
+                let started = self
+                    .may_try(fd, Side::Write, false)
+                    .map(|_| (perform::send(send), false));
+                match started {
+                    Some((Progress::Done(result), _)) => self.finish_untracked(table, id, result),
+                    other => self.settle(table, id, fd, Side::Write, other),
+                }
+            }
             _ => match perform::fd_wait(op) {
                 Some(wait) => {
                     if wait.begins_life && self.registry.registration_is_stale(wait.fd) {
@@ -536,16 +669,17 @@ impl Backend for Driver {
                         );
                         self.drop_fd_state(wait.fd, false);
                     }
-                    self.start(table, id, wait.fd, wait.side, wait.nonblock);
+                    let started = self.try_start(op, id, wait.fd, wait.side, wait.nonblock);
+                    self.settle(table, id, wait.fd, wait.side, started);
                 }
                 // Synchronous ops (nop, close, shutdown) and ops on invalid fds: the
                 // syscall's own answer is the result.
                 None => {
-                    let result = match self.attempt(table, id) {
-                        Some(Progress::Done(result) | Progress::Drained(result)) => result,
-                        Some(Progress::Again | Progress::Yield) | None => -libc::EAGAIN,
+                    let result = match self.attempt_op(op, id, &mut false, false) {
+                        Progress::Done(result) | Progress::Drained(result) => result,
+                        Progress::Again | Progress::Yield => -libc::EAGAIN,
                     };
-                    self.finish(table, id, result);
+                    self.finish_untracked(table, id, result);
                 }
             },
         }
@@ -849,7 +983,52 @@ mod tests {
     }
 
     #[test]
+    fn a_short_multishot_chunk_waits_for_the_next_edge_without_reading_again() {
+        let (mut d, mut table) = (driver(), OpTable::default());
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let id = table.insert(op::RecvMulti::new(fd).into(), 0);
+        d.push(&mut table, id);
+        assert!(drain(&mut d, &mut table).is_empty(), "parked on EAGAIN");
+        std::io::Write::write_all(&mut b, b"short").unwrap();
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(id, 5, true)]);
+        // The short chunk proved the socket drained: the op waits for the next edge (a
+        // receive now would only say EAGAIN), still first in the fd's queue.
+        let state = d.registry.get(fd).unwrap();
+        assert!(state.read_blocked && state.readers.front() == Some(&id));
+        assert!(d.yielded.is_empty());
+        // A full chunk proves nothing: with exactly one buffer (64 bytes) queued, the op
+        // reads again, finds nothing, and only then waits.
+        std::io::Write::write_all(&mut b, &[1; 64]).unwrap();
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(id, 64, true)]);
+        assert!(d.registry.get(fd).unwrap().read_blocked);
+        // End of stream after a short chunk raises its own edge.
+        std::io::Write::write_all(&mut b, b"bye").unwrap();
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(id, 3, true)]);
+        drop(b);
+        d.poll(&mut table, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(drain(&mut d, &mut table), [(id, 0, false)]);
+    }
+
+    #[test]
     fn a_short_sendmsg_on_a_stream_waits_for_writability() {
+        short_send_waits_for_writability(|fd| {
+            op::SendMsg::new(fd, vec![vec![1; 4 << 20], vec![2; 16]], None).into()
+        });
+    }
+
+    #[test]
+    fn a_short_send_on_a_stream_waits_for_writability() {
+        // `Send` takes the push's direct path, not the generic dispatch.
+        short_send_waits_for_writability(|fd| op::Send::new(fd, vec![1; (4 << 20) + 16]).into());
+    }
+
+    /// Pushes `big` (more than a socket buffer holds) on a registered stream socket: it
+    /// completes short, and the next send waits for writability instead of trying.
+    fn short_send_waits_for_writability(big: impl FnOnce(RawFd) -> Op) {
         let (mut d, mut table) = (driver(), OpTable::default());
         let (a, b) = UnixStream::pair().unwrap();
         let fd = a.as_raw_fd();
@@ -857,10 +1036,7 @@ mod tests {
         let probe = table.insert(op::Recv::new(fd, Vec::with_capacity(8)).into(), 0);
         d.push(&mut table, probe);
         d.cancel(&mut table, probe);
-        let big = table.insert(
-            op::SendMsg::new(fd, vec![vec![1; 4 << 20], vec![2; 16]], None).into(),
-            1,
-        );
+        let big = table.insert(big(fd), 1);
         d.push(&mut table, big);
         let done = drain(&mut d, &mut table);
         let sent = done.iter().find(|c| c.0 == big).map(|c| c.1).unwrap();

@@ -56,6 +56,12 @@ pub(super) struct Sink<'a> {
     pub(super) spare: &'a mut Vec<u8>,
     /// The backend's completion queue.
     pub(super) ready: &'a mut VecDeque<RawCompletion>,
+    /// A chunk shorter than its buffer proves the fd drained: the fd is a byte stream that
+    /// no event has reported closed, so the next arrival is certain to raise an edge.
+    pub(super) short_drains: bool,
+    /// Set when the attempt handed out new fds (accepts): the driver then drops whatever
+    /// it remembers about their numbers.
+    pub(super) yields_fd: &'a mut bool,
 }
 
 /// How an op that works on an fd waits for it.
@@ -110,10 +116,16 @@ pub(super) fn attempt(op: &mut Op, begun: &mut bool, sink: Sink<'_>) -> Progress
         Op::Send(op) => send(op),
         Op::RecvMsg(op) => recvmsg(op),
         Op::SendMsg(op) => sendmsg(op),
-        Op::Accept(op) => accept(op),
+        Op::Accept(op) => {
+            *sink.yields_fd = true;
+            accept(op)
+        }
         Op::Connect(op) => connect(op, begun),
-        Op::RecvMulti(op) => recv_multi(op, sink),
-        Op::AcceptMulti(op) => accept_multi(op, sink),
+        Op::RecvMulti(op) => recv_multi(op.fd, sink),
+        Op::AcceptMulti(op) => {
+            *sink.yields_fd = true;
+            accept_multi(op, sink)
+        }
         Op::WaitId(op) => child::try_reap(op),
         Op::Nop(_) => Progress::Done(0),
         Op::Shutdown(op) => shutdown(op),
@@ -245,7 +257,8 @@ fn recv(op: &mut op::Recv) -> Progress {
     }
 }
 
-fn send(op: &mut op::Send) -> Progress {
+#[inline]
+pub(super) fn send(op: &mut op::Send) -> Progress {
     let (fd, flags) = (op.fd, op.flags | libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
     let data = op.remaining();
     let (ptr, len) = (data.as_ptr().cast::<libc::c_void>(), data.len());
@@ -345,10 +358,17 @@ fn close(op: &mut op::Close) -> Progress {
     Progress::Done(0)
 }
 
-/// Receives chunks until `EAGAIN` (or the turn's budget), one `more` completion each, into pool buffers or, when
-/// the pool is dry, into buffers of its own: data is never left waiting for a free buffer.
-fn recv_multi(op: &mut op::RecvMulti, sink: Sink<'_>) -> Progress {
-    let fd = op.fd;
+/// Receives chunks until `EAGAIN` (or the turn's budget), one `more` completion each, into
+/// pool buffers or, when the pool is dry, into buffers of its own: data is never left waiting
+/// for a free buffer.
+///
+/// When a short chunk proves the fd drained (`sink.short_drains`), the op waits for the next
+/// edge right after it ([`Progress::Again`], as if the next receive had said `EAGAIN`): that
+/// receive would fail, and it is one syscall per message in request/response traffic. End of
+/// stream is not lost: it raises its own edge, whose event marks the fd's read side closed,
+/// and from then on the op reads until the `0`.
+#[inline(always)]
+pub(super) fn recv_multi(fd: RawFd, sink: Sink<'_>) -> Progress {
     let size = sink.pool.buf_size();
     for _ in 0..MULTISHOT_BUDGET {
         let pooled = sink.pool.take();
@@ -391,6 +411,9 @@ fn recv_multi(op: &mut op::RecvMulti, sink: Sink<'_>) -> Progress {
             more: true,
             buf: Some(chunk),
         });
+        if n < len && sink.short_drains {
+            return Progress::Again;
+        }
     }
     Progress::Yield
 }

@@ -93,15 +93,23 @@ impl FdState {
         }
     }
 
-    /// Records that a transfer on `side` moved fewer bytes than asked: on a byte stream
-    /// that is still open, the side is drained (or full) and the next op waits for an edge.
-    pub(super) fn short_transfer(&mut self, side: Side) {
+    /// Whether a transfer on `side` that moves fewer bytes than asked proves the side drained
+    /// (receive buffer empty, or send buffer full): true on a registered byte stream whose
+    /// side no event has reported closed. Then the next arrival (or freed space) is certain
+    /// to raise a new edge, because it changes the state after the syscall that observed it.
+    pub(super) fn short_means_drained(&self, side: Side) -> bool {
         let open = match side {
             Side::Read => !self.read_closed,
             Side::Write => !self.write_closed,
             Side::Poll => false,
         };
-        if self.registered && self.stream && open {
+        self.registered && self.stream && open
+    }
+
+    /// Records that a transfer on `side` moved fewer bytes than asked: on a byte stream
+    /// that is still open, the side is drained (or full) and the next op waits for an edge.
+    pub(super) fn short_transfer(&mut self, side: Side) {
+        if self.short_means_drained(side) {
             self.set_blocked(side, true);
         }
     }
