@@ -647,6 +647,12 @@ fn ops_features_name_what_io_uring_uses() {
             "{name} missing on {release}: {names:?}"
         );
     }
+    // IORING_ENTER_ABS_TIMER: 6.12.
+    assert_eq!(
+        names.contains(&"abs_timer"),
+        version >= (6, 12),
+        "abs_timer on {release}: {names:?}"
+    );
 }
 
 #[test]

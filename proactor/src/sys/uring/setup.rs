@@ -211,6 +211,7 @@ pub(super) fn probe(
         waitid: has(opcode::WaitId::CODE, "waitid"),
         shutdown: has(opcode::Shutdown::CODE, "shutdown"),
     };
+    features.abs_timer = caps.abs_timer;
     features.multishot_accept = caps.multishot_accept;
     features.multishot_poll = caps.multishot_poll;
     features.waitid = caps.waitid;
