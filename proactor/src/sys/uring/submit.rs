@@ -8,10 +8,10 @@
 //! submits backlogged requests in SQ-sized batches before it waits, so an op stuck behind
 //! a full SQ can never be what the wait is waiting for.
 //!
-//! The wait's timeout becomes a `CLOCK_MONOTONIC` deadline as `poll` starts, before those
-//! batches, so time spent submitting never pushes a timer later. Kernels with
-//! `IORING_ENTER_ABS_TIMER` (6.12) are handed the deadline itself; older ones a timeout
-//! recomputed from the clock just before the waiting enter.
+//! Kernels with `IORING_ENTER_ABS_TIMER` (6.12) are handed the wait's end as an absolute
+//! `CLOCK_MONOTONIC` deadline, so nothing between the caller's clock reading and the kernel's
+//! can make a timer late. When there is a backlog, the deadline is fixed before its batches
+//! (older kernels then get a timeout recomputed from it just before the waiting enter).
 
 use std::io;
 use std::ptr;
@@ -165,8 +165,12 @@ impl Driver {
         table: &mut OpTable,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
-        let deadline = match timeout {
-            Some(timeout) if !timeout.is_zero() => Some(Deadline::after(timeout)),
+        // Batches of a backlog can take a while: fix the deadline before them, so they
+        // never make a timer late.
+        let fixed = match timeout {
+            Some(timeout) if !timeout.is_zero() && !self.backlog.is_empty() => {
+                Some(Deadline::after(timeout))
+            }
             _ => None,
         };
         // Submit the backlog in SQ-sized batches first; if the CQ fills up meanwhile, return
@@ -189,25 +193,8 @@ impl Driver {
         let now = timeout == Some(Duration::ZERO) || !self.ready.is_empty() || self.cq_len() > 0;
         let result = if now {
             self.enter(0, GETEVENTS, None)
-        } else if self.caps.ext_arg {
-            let args = SubmitArgs::new();
-            match deadline {
-                Some(deadline) if self.caps.abs_timer => {
-                    let ts = deadline.timespec();
-                    self.enter(
-                        1,
-                        GETEVENTS | EXT_ARG | ABS_TIMER,
-                        Some(&args.timespec(&ts)),
-                    )
-                }
-                Some(deadline) => {
-                    let ts = Timespec::from(deadline.remaining());
-                    self.enter(1, GETEVENTS | EXT_ARG, Some(&args.timespec(&ts)))
-                }
-                None => self.enter(1, GETEVENTS | EXT_ARG, Some(&args)),
-            }
         } else {
-            self.wait_with_timeout_sqe(deadline.map(Deadline::remaining))
+            self.wait(timeout, fixed)
         };
         let result = match result {
             Ok(_) => Ok(()),
@@ -215,6 +202,26 @@ impl Driver {
         };
         self.fill_sq(table);
         result
+    }
+
+    /// The waiting enter: until a completion, or until the deadline (`fixed`, else `timeout`
+    /// from now) — an absolute one with `ABS_TIMER`, a relative one with `EXT_ARG`, a timeout
+    /// SQE before that.
+    fn wait(&mut self, timeout: Option<Duration>, fixed: Option<Deadline>) -> io::Result<usize> {
+        let args = SubmitArgs::new();
+        match timeout {
+            None if self.caps.ext_arg => self.enter(1, GETEVENTS | EXT_ARG, Some(&args)),
+            Some(timeout) if self.caps.abs_timer => {
+                let ts = fixed.unwrap_or_else(|| Deadline::after(timeout)).timespec();
+                let flags = GETEVENTS | EXT_ARG | ABS_TIMER;
+                self.enter(1, flags, Some(&args.timespec(&ts)))
+            }
+            Some(timeout) if self.caps.ext_arg => {
+                let ts = Timespec::from(fixed.map_or(timeout, Deadline::remaining));
+                self.enter(1, GETEVENTS | EXT_ARG, Some(&args.timespec(&ts)))
+            }
+            _ => self.wait_with_timeout_sqe(timeout.map(|t| fixed.map_or(t, Deadline::remaining))),
+        }
     }
 
     /// Waiting on kernels without `EXT_ARG` (before 5.11): a timeout SQE with internal
