@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::contenders::{Contender, Mode};
+use crate::floor::Floor;
 use crate::micro::MicroKind;
 use crate::workload::Workload;
 
@@ -18,7 +19,8 @@ OPTIONS:
     --quick               a short run (under a minute): shorter windows, fewer workloads
     --workload LIST       comma-separated: default, quick, grid, all, echo[:CONNSxSIZE],
                           http[:CONNS], idle[:CONNS], micro, call_soon, create_task,
-                          timers, timers-delayqueue, timer_lateness
+                          timers, timers-delayqueue, timer_lateness (with the kernel's
+                          own waits as floors: floor-nanosleep, floor-io-uring, …)
     --contenders LIST     comma-separated: ringloop-io-uring, ringloop-epoll, tokio,
                           monoio, compio, bare-io-uring, bare-epoll (default: all built)
     --duration TIME       measured window per round, e.g. 2s or 500ms (default 0.8s; quick 0.3s)
@@ -54,6 +56,14 @@ pub(crate) enum Command {
         /// Which workload.
         kind: MicroKind,
         /// Operation count.
+        n: u64,
+    },
+    /// Run one kernel floor of the timer-lateness workload and print its `RESULT` line
+    /// (hidden child mode: `micro --floor NAME [--n N]`).
+    Floor {
+        /// Which way of waiting.
+        floor: Floor,
+        /// How many waits.
         n: u64,
     },
     /// Print usage.
@@ -189,11 +199,15 @@ fn parse_serve(args: &[String]) -> Result<Command, String> {
 }
 
 fn parse_micro(args: &[String]) -> Result<Command, String> {
-    let (mut contender, mut kind, mut n) = (None, None, None);
+    let (mut contender, mut kind, mut n, mut floor) = (None, None, None, None);
     let mut it = Flags::new(args);
     while let Some((flag, _)) = it.next_flag()? {
         match flag.as_str() {
             "--contender" => contender = Some(parse_contender(&it.value()?)?),
+            "--floor" => {
+                let v = it.value()?;
+                floor = Some(Floor::parse(&v).ok_or_else(|| format!("unknown floor {v:?}"))?);
+            }
             "--kind" => {
                 let v = it.value()?;
                 kind = Some(
@@ -209,6 +223,12 @@ fn parse_micro(args: &[String]) -> Result<Command, String> {
             }
             other => return Err(format!("micro: unknown option {other:?}")),
         }
+    }
+    if let Some(floor) = floor {
+        return Ok(Command::Floor {
+            floor,
+            n: n.unwrap_or_else(|| MicroKind::TimerLateness.count(false)),
+        });
     }
     let kind = kind.ok_or("micro needs --kind")?;
     Ok(Command::Micro {
@@ -372,6 +392,13 @@ mod tests {
                 contender: Contender::Tokio,
                 kind: MicroKind::CallSoon,
                 n: 10
+            }
+        );
+        assert_eq!(
+            parse(&args("micro --floor floor-io-uring-abs --n 7")).unwrap(),
+            Command::Floor {
+                floor: Floor::IoUringAbs,
+                n: 7
             }
         );
     }

@@ -12,6 +12,7 @@
 mod callgrind;
 mod cli;
 mod contenders;
+mod floor;
 mod loadgen;
 mod metrics;
 mod micro;
@@ -85,6 +86,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Floor { floor, n } => match floor.run(n) {
+            Ok(r) => {
+                println!("{r}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringloop-bench micro --floor {}: {e}", floor.name());
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench(args) => bench(&args),
     }
 }

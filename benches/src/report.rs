@@ -192,7 +192,7 @@ pub(crate) fn table(records: &[Record]) -> String {
         out.push('\n');
         let _ = writeln!(
             out,
-            "{:<22} {:<18} {:>26} {:>9} {:>9} {:>9} {:>9} {:>6}",
+            "{:<22} {:<21} {:>26} {:>9} {:>9} {:>9} {:>9} {:>6}",
             "micro-workload",
             "contender",
             "ops/s median (min–max)",
@@ -212,7 +212,7 @@ pub(crate) fn table(records: &[Record]) -> String {
             last = r.workload.clone();
             let _ = write!(
                 out,
-                "{:<22} {:<18} {:>26} {:>9} {:>9} {:>9} {:>9} {:>6}",
+                "{:<22} {:<21} {:>26} {:>9} {:>9} {:>9} {:>9} {:>6}",
                 shown,
                 r.contender,
                 spread(r.msgs_per_s, si),

@@ -12,6 +12,7 @@ use crate::callgrind;
 use crate::cli::BenchArgs;
 use crate::contenders::http::{REQUEST, RESPONSE};
 use crate::contenders::Contender;
+use crate::floor::Floor;
 use crate::loadgen::LoadGen;
 use crate::metrics::{process_cpu_time, process_rss, us, Spread};
 use crate::micro::{MicroKind, MicroResult};
@@ -265,29 +266,34 @@ impl Plan<'_> {
     }
 
     fn micro(&self, kind: MicroKind) -> Vec<Record> {
-        let mut contenders = vec![Contender::Tokio];
+        let mut runners = vec![MicroRunner::Contender(Contender::Tokio)];
         if kind != MicroKind::TimersDelayQueue {
             for c in [Contender::RingloopIoUring, Contender::RingloopEpoll] {
                 if self.args.contenders.contains(&c) {
-                    contenders.push(c);
+                    runners.push(MicroRunner::Contender(c));
                 }
             }
         }
+        if kind == MicroKind::TimerLateness {
+            runners.extend(Floor::ALL.map(MicroRunner::Floor));
+        }
         let n = kind.count(self.args.quick);
-        let mut samples: Vec<Vec<MicroResult>> = vec![Vec::new(); contenders.len()];
-        let mut notes: Vec<Option<String>> = vec![None; contenders.len()];
+        let mut samples: Vec<Vec<MicroResult>> = vec![Vec::new(); runners.len()];
+        let mut notes: Vec<Option<String>> = vec![None; runners.len()];
         for round in 1..=self.args.rounds {
-            for (i, &c) in contenders.iter().enumerate() {
-                if let Some(why) = c.unavailable_reason() {
-                    notes[i].get_or_insert_with(|| why.to_string());
-                    continue;
+            for (i, &runner) in runners.iter().enumerate() {
+                if let MicroRunner::Contender(c) = runner {
+                    if let Some(why) = c.unavailable_reason() {
+                        notes[i].get_or_insert_with(|| why.to_string());
+                        continue;
+                    }
                 }
-                match run_micro_child(c, kind, n) {
+                match run_micro_child(runner, kind, n) {
                     Ok(r) => {
                         eprintln!(
-                            "  round {round}/{}: {:<18} {:>12.0} ops/s  {:.3} s",
+                            "  round {round}/{}: {:<21} {:>12.0} ops/s  {:.3} s",
                             self.args.rounds,
-                            c.name(),
+                            runner.name(),
                             r.ops_per_s,
                             r.secs
                         );
@@ -295,22 +301,22 @@ impl Plan<'_> {
                     }
                     Err(e) => {
                         eprintln!(
-                            "  round {round}/{}: {:<18} failed: {e}",
+                            "  round {round}/{}: {:<21} failed: {e}",
                             self.args.rounds,
-                            c.name()
+                            runner.name()
                         );
                         notes[i].get_or_insert_with(|| err_note(&e));
                     }
                 }
             }
         }
-        contenders
+        runners
             .iter()
             .zip(samples)
             .zip(notes)
-            .map(|((c, s), note)| Record {
+            .map(|((runner, s), note)| Record {
                 workload: kind.name().into(),
-                contender: c.name().into(),
+                contender: runner.name().into(),
                 msgs_per_s: Spread::of(s.iter().map(|r| Some(r.ops_per_s))),
                 p50_us: Spread::of(s.iter().map(|r| r.p50_us)).map(|s| s.median),
                 p99_us: Spread::of(s.iter().map(|r| r.p99_us)).map(|s| s.median),
@@ -469,20 +475,36 @@ fn measure_idle(c: Contender, conns: usize) -> io::Result<IdleSample> {
     })
 }
 
+/// Who runs a micro-workload: a runtime, or (timer lateness) the kernel alone.
+#[derive(Clone, Copy, Debug)]
+enum MicroRunner {
+    Contender(Contender),
+    Floor(Floor),
+}
+
+impl MicroRunner {
+    fn name(self) -> &'static str {
+        match self {
+            MicroRunner::Contender(c) => c.name(),
+            MicroRunner::Floor(f) => f.name(),
+        }
+    }
+}
+
 /// Runs one micro-workload in a child pinned to the server core.
-fn run_micro_child(c: Contender, kind: MicroKind, n: u64) -> io::Result<MicroResult> {
+fn run_micro_child(runner: MicroRunner, kind: MicroKind, n: u64) -> io::Result<MicroResult> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args([
-        "micro",
-        "--contender",
-        c.name(),
-        "--kind",
-        kind.name(),
-        "--n",
-        &n.to_string(),
-    ]);
-    if let Some((key, value)) = c.env() {
-        cmd.env(key, value);
+    cmd.args(["micro", "--kind", kind.name(), "--n", &n.to_string()]);
+    match runner {
+        MicroRunner::Contender(c) => {
+            cmd.args(["--contender", c.name()]);
+            if let Some((key, value)) = c.env() {
+                cmd.env(key, value);
+            }
+        }
+        MicroRunner::Floor(f) => {
+            cmd.args(["--floor", f.name()]);
+        }
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

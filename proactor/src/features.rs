@@ -30,6 +30,9 @@ pub struct Features {
     pub registered_ring_fd: bool,
     /// Wait with a timeout inside `io_uring_enter` (`IORING_FEAT_EXT_ARG`, 5.11).
     pub ext_arg: bool,
+    /// The wait's timeout is an absolute `CLOCK_MONOTONIC` deadline
+    /// (`IORING_ENTER_ABS_TIMER`, 6.12); else a relative timeout taken just before the wait.
+    pub abs_timer: bool,
     /// Completions are never dropped on CQ overflow (`IORING_FEAT_NODROP`, 5.5).
     pub nodrop: bool,
     /// Multishot accept (5.19).
@@ -56,6 +59,7 @@ impl Features {
             (self.submit_all, "submit_all"),
             (self.registered_ring_fd, "registered_ring_fd"),
             (self.ext_arg, "ext_arg"),
+            (self.abs_timer, "abs_timer"),
             (self.nodrop, "nodrop"),
             (self.multishot_accept, "multishot_accept"),
             (self.multishot_recv, "multishot_recv"),

@@ -222,3 +222,26 @@ fn fallback_shutdown_and_waits_without_ext_arg() {
         0
     );
 }
+
+#[test]
+fn fallback_waits_without_abs_timer_are_never_early() {
+    // Kernels 5.11–6.11: EXT_ARG but no IORING_ENTER_ABS_TIMER, so the wait's deadline is
+    // turned back into a relative timeout just before the enter (semantics 43).
+    const NO_ABS: &[(&str, &str)] = &[("RINGLOOP_URING_DISABLE", "abs_timer")];
+    if !isolate("fallback_waits_without_abs_timer_are_never_early", NO_ABS) {
+        return;
+    }
+    let mut p = Proactor::builder().build().unwrap();
+    if is_uring(&p) {
+        let names = p.features().names();
+        assert!(!names.contains(&"abs_timer"), "{names:?}");
+    }
+    for micros in [300, 1_700, 12_000] {
+        let want = Duration::from_micros(micros);
+        let start = Instant::now();
+        p.poll(Some(want)).unwrap();
+        let waited = start.elapsed();
+        assert!(p.pop().is_none());
+        assert!(waited >= want, "poll({want:?}) returned after {waited:?}");
+    }
+}

@@ -546,6 +546,28 @@ fn ops_poll_with_zero_timeout_never_blocks() {
 }
 
 #[test]
+fn ops_poll_with_a_timeout_never_returns_early() {
+    // semantics 43 at the proactor: the wait (absolute deadline with ABS_TIMER, a relative
+    // timeout otherwise, a timeout SQE before EXT_ARG) lasts at least what was asked, with
+    // and without a pending op in the ring.
+    let mut p = proactor();
+    let (r, _w) = pipe();
+    for pending in [false, true] {
+        if pending {
+            p.push(Read::new(r.as_raw_fd(), Vec::with_capacity(4)), 0);
+        }
+        for micros in [300, 1_700, 12_000] {
+            let want = Duration::from_micros(micros);
+            let start = Instant::now();
+            p.poll(Some(want)).unwrap();
+            let waited = start.elapsed();
+            assert!(p.pop().is_none());
+            assert!(waited >= want, "poll({want:?}) returned after {waited:?}");
+        }
+    }
+}
+
+#[test]
 fn ops_zero_timeout_poll_still_reaps_completions() {
     // With DEFER_TASKRUN, completions are posted only when the poll enters with GETEVENTS.
     let mut p = proactor();
@@ -625,6 +647,12 @@ fn ops_features_name_what_io_uring_uses() {
             "{name} missing on {release}: {names:?}"
         );
     }
+    // IORING_ENTER_ABS_TIMER: 6.12.
+    assert_eq!(
+        names.contains(&"abs_timer"),
+        version >= (6, 12),
+        "abs_timer on {release}: {names:?}"
+    );
 }
 
 #[test]

@@ -4,10 +4,16 @@
 //! nanosecond. Older kernels (or seccomp profiles that do not know the syscall) get
 //! `epoll_wait`, whose timeout is in milliseconds: it is rounded **up**, so a 1.2 ms wait
 //! becomes 2 ms rather than 1 ms. Which one is used is probed once, when the backend starts.
+//!
+//! Both let the kernel end the wait late by a slack of its own choosing: at least the
+//! thread's timer slack (which the loop lowers to 1 ns while it runs), and for a task that is
+//! not real-time 0.1 % of the timeout (0.5 % when niced), up to 100 ms — a 1 s wait ends up
+//! to 1 ms late. So a long wait asks for its timeout minus that much, and waits again for
+//! what is left when it wakes early: the last, short wait's slack is microseconds.
 
 use std::io;
 use std::os::fd::RawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How the backend waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +55,33 @@ impl Waiter {
         events: &mut [libc::epoll_event],
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
+        let Some(timeout) = timeout else {
+            return self.wait_once(epoll, events, None);
+        };
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return self.wait_once(epoll, events, Some(timeout));
+        };
+        let mut left = timeout;
+        loop {
+            let ask = left - slack_allowance(left);
+            let n = self.wait_once(epoll, events, Some(ask))?;
+            if n > 0 || ask == left {
+                return Ok(n);
+            }
+            left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// One `epoll_pwait2`/`epoll_wait` call.
+    fn wait_once(
+        self,
+        epoll: RawFd,
+        events: &mut [libc::epoll_event],
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
         match self {
             Waiter::Pwait2 => pwait2(epoll, events, timeout),
             Waiter::Wait => {
@@ -62,6 +95,24 @@ impl Waiter {
             }
         }
     }
+}
+
+/// Waits shorter than this are asked for whole: the kernel's proportional slack on them
+/// (0.1 %, 1 µs here) is not worth a second wake-up.
+const SPLIT_MIN: Duration = Duration::from_millis(1);
+
+/// The kernel's slack cap (`MAX_SLACK` in fs/select.c).
+const MAX_KERNEL_SLACK: Duration = Duration::from_millis(100);
+
+/// How much sooner than `left` a wait asks to end, so that the kernel's proportional slack
+/// (`select_estimate_accuracy`: timeout/1000, timeout/200 for a niced task, capped at
+/// 100 ms) cannot carry it past `left`: `left/200`, capped at 100 ms; nothing for short
+/// waits. A wait asked for `left - a` ends by `(left - a) * 1.005 < left`.
+fn slack_allowance(left: Duration) -> Duration {
+    if left < SPLIT_MIN {
+        return Duration::ZERO;
+    }
+    (left / 200).min(MAX_KERNEL_SLACK)
 }
 
 /// `epoll_pwait2` through `syscall(2)`, so that linking does not need a glibc that has the
@@ -123,12 +174,36 @@ mod tests {
         assert_eq!(timeout_ms(Some(Duration::from_secs(1 << 40))), i32::MAX);
     }
 
+    #[test]
+    fn long_waits_ask_to_end_before_the_kernel_slack_could_make_them_late() {
+        assert_eq!(slack_allowance(Duration::from_micros(999)), Duration::ZERO);
+        assert_eq!(
+            slack_allowance(Duration::from_millis(10)),
+            Duration::from_micros(50)
+        );
+        assert_eq!(slack_allowance(Duration::from_secs(3600)), MAX_KERNEL_SLACK);
+        for left in [
+            Duration::from_millis(1),
+            Duration::from_millis(250),
+            Duration::from_secs(20),
+            Duration::from_secs(86_400),
+        ] {
+            let ask = left - slack_allowance(left);
+            // The latest end the kernel may choose for `ask`, even for a niced task.
+            let latest = ask + (ask / 200).min(MAX_KERNEL_SLACK);
+            assert!(
+                latest <= left || slack_allowance(left).is_zero(),
+                "{left:?}"
+            );
+        }
+    }
+
     fn wait_never_early(waiter: Waiter) {
         // SAFETY: plain syscall; checked below.
         let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         assert!(epoll >= 0);
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
-        for micros in [300, 1_500, 2_700] {
+        for micros in [300, 1_500, 2_700, 40_000] {
             let want = Duration::from_micros(micros);
             let start = std::time::Instant::now();
             loop {

@@ -58,6 +58,8 @@ impl Disabled {
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Caps {
     pub(super) ext_arg: bool,
+    /// `IORING_ENTER_ABS_TIMER` (6.12): the wait's timeout may be an absolute deadline.
+    pub(super) abs_timer: bool,
     pub(super) multishot_recv: bool,
     pub(super) multishot_accept: bool,
     pub(super) multishot_poll: bool,
@@ -200,12 +202,16 @@ pub(super) fn probe(
     let has = |op: u8, name: &str| probe.is_supported(op) && off.allows(name);
     let caps = Caps {
         ext_arg: features.ext_arg,
+        abs_timer: features.ext_arg
+            && off.allows("abs_timer")
+            && super::submit::probe_abs_timer(ring),
         multishot_recv: has(opcode::SendZc::CODE, "multishot_recv"),
         multishot_accept: has(opcode::Socket::CODE, "multishot_accept"),
         multishot_poll: has(opcode::MkDirAt::CODE, "multishot_poll"),
         waitid: has(opcode::WaitId::CODE, "waitid"),
         shutdown: has(opcode::Shutdown::CODE, "shutdown"),
     };
+    features.abs_timer = caps.abs_timer;
     features.multishot_accept = caps.multishot_accept;
     features.multishot_poll = caps.multishot_poll;
     features.waitid = caps.waitid;

@@ -7,6 +7,11 @@
 //! moved into the SQ whenever there is room: on push, and around every enter. `poll`
 //! submits backlogged requests in SQ-sized batches before it waits, so an op stuck behind
 //! a full SQ can never be what the wait is waiting for.
+//!
+//! Kernels with `IORING_ENTER_ABS_TIMER` (6.12) are handed the wait's end as an absolute
+//! `CLOCK_MONOTONIC` deadline, so nothing between the caller's clock reading and the kernel's
+//! can make a timer late. When there is a backlog, the deadline is fixed before its batches
+//! (older kernels then get a timeout recomputed from it just before the waiting enter).
 
 use std::io;
 use std::ptr;
@@ -15,7 +20,7 @@ use std::time::Duration;
 use io_uring::opcode;
 use io_uring::squeue::Entry;
 use io_uring::types::{SubmitArgs, Timespec};
-use io_uring::EnterFlags;
+use io_uring::{EnterFlags, IoUring};
 
 use super::prep::{self, Ctx, Prepared};
 use super::slots::Stage;
@@ -35,6 +40,10 @@ pub(super) enum Queued {
 /// `IORING_ENTER_GETEVENTS`: without it, a `DEFER_TASKRUN` ring posts no completions.
 const GETEVENTS: u32 = EnterFlags::GETEVENTS.bits();
 const EXT_ARG: u32 = EnterFlags::EXT_ARG.bits();
+/// `IORING_ENTER_ABS_TIMER` (Linux 6.12; not in the io-uring crate's `EnterFlags`): the
+/// `EXT_ARG` timespec is an absolute time on the ring's clock, `CLOCK_MONOTONIC` unless
+/// `IORING_REGISTER_CLOCK` changed it (ringloop never does).
+const ABS_TIMER: u32 = 1 << 5;
 
 impl Driver {
     /// Starts op `id` (new or re-armed): into the SQ if it fits behind the backlog, else at
@@ -178,6 +187,14 @@ impl Driver {
         table: &mut OpTable,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
+        // Batches of a backlog can take a while: fix the deadline before them, so they
+        // never make a timer late.
+        let fixed = match timeout {
+            Some(timeout) if !timeout.is_zero() && !self.backlog.is_empty() => {
+                Some(Deadline::after(timeout))
+            }
+            _ => None,
+        };
         // Submit the backlog in SQ-sized batches first; if the CQ fills up meanwhile, return
         // without waiting so the caller reaps before more is submitted.
         loop {
@@ -198,15 +215,8 @@ impl Driver {
         let now = timeout == Some(Duration::ZERO) || !self.ready.is_empty() || self.cq_len() > 0;
         let result = if now {
             self.enter(0, GETEVENTS, None)
-        } else if self.caps.ext_arg {
-            let ts = timeout.map(Timespec::from);
-            let args = SubmitArgs::new();
-            match &ts {
-                Some(ts) => self.enter(1, GETEVENTS | EXT_ARG, Some(&args.timespec(ts))),
-                None => self.enter(1, GETEVENTS | EXT_ARG, Some(&args)),
-            }
         } else {
-            self.wait_with_timeout_sqe(timeout)
+            self.wait(timeout, fixed)
         };
         let result = match result {
             Ok(_) => Ok(()),
@@ -214,6 +224,26 @@ impl Driver {
         };
         self.fill_sq(table);
         result
+    }
+
+    /// The waiting enter: until a completion, or until the deadline (`fixed`, else `timeout`
+    /// from now) — an absolute one with `ABS_TIMER`, a relative one with `EXT_ARG`, a timeout
+    /// SQE before that.
+    fn wait(&mut self, timeout: Option<Duration>, fixed: Option<Deadline>) -> io::Result<usize> {
+        let args = SubmitArgs::new();
+        match timeout {
+            None if self.caps.ext_arg => self.enter(1, GETEVENTS | EXT_ARG, Some(&args)),
+            Some(timeout) if self.caps.abs_timer => {
+                let ts = fixed.unwrap_or_else(|| Deadline::after(timeout)).timespec();
+                let flags = GETEVENTS | EXT_ARG | ABS_TIMER;
+                self.enter(1, flags, Some(&args.timespec(&ts)))
+            }
+            Some(timeout) if self.caps.ext_arg => {
+                let ts = Timespec::from(fixed.map_or(timeout, Deadline::remaining));
+                self.enter(1, GETEVENTS | EXT_ARG, Some(&args.timespec(&ts)))
+            }
+            _ => self.wait_with_timeout_sqe(timeout.map(|t| fixed.map_or(t, Deadline::remaining))),
+        }
     }
 
     /// Waiting on kernels without `EXT_ARG` (before 5.11): a timeout SQE with internal
@@ -259,9 +289,122 @@ impl Driver {
     }
 }
 
+/// Whether the kernel takes `IORING_ENTER_ABS_TIMER`: an enter that waits for nothing
+/// (`min_complete` 0) with the flag and a deadline in the past. Kernels before 6.12 reject
+/// the unknown flag with `EINVAL`. Run once, on the thread that created `ring`.
+pub(super) fn probe_abs_timer(ring: &IoUring) -> bool {
+    let ts = Timespec::new();
+    let args = SubmitArgs::new().timespec(&ts);
+    // SAFETY: nothing is submitted (`to_submit` 0); `args` is a live `io_uring_getevents_arg`
+    // pointing to a live timespec for the duration of the call.
+    let probed = unsafe {
+        ring.submitter()
+            .enter(0, 0, GETEVENTS | EXT_ARG | ABS_TIMER, Some(&args))
+    };
+    match probed {
+        Ok(_) => true,
+        Err(err) if err.raw_os_error() == Some(libc::ETIME) => true,
+        Err(err) => {
+            tracing::debug!(
+                "IORING_ENTER_ABS_TIMER unavailable ({err}); waits use a relative timeout"
+            );
+            false
+        }
+    }
+}
+
+/// A wait's end on `CLOCK_MONOTONIC` (the clock of the ring's timeouts and of `Instant`).
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    /// Nanoseconds since the clock's origin (saturating: ~584 years away means "never").
+    ns: u64,
+}
+
+impl Deadline {
+    /// `timeout` from now.
+    fn after(timeout: Duration) -> Deadline {
+        let timeout = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        Deadline {
+            ns: monotonic_ns().saturating_add(timeout),
+        }
+    }
+
+    /// The time left, never less than what is really left (the clock is read after the
+    /// deadline was set, and the kernel starts its timer later still).
+    fn remaining(self) -> Duration {
+        Duration::from_nanos(self.ns.saturating_sub(monotonic_ns()))
+    }
+
+    /// The deadline as an absolute timespec.
+    fn timespec(self) -> Timespec {
+        Timespec::new()
+            .sec(self.ns / 1_000_000_000)
+            .nsec((self.ns % 1_000_000_000) as u32)
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds (vDSO: no syscall).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live, writable timespec. CLOCK_MONOTONIC always exists, so the call
+    // cannot fail; if it somehow did, `ts` stays zero and waits just end sooner in the
+    // relative form (the caller loops) or at once in the absolute one.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
 /// An `AsyncCancel` of op `id`, with internal `user_data` (its own CQE is ignored).
 pub(super) fn cancel_sqe(id: OpId) -> Entry {
     opcode::AsyncCancel::new(id.user_data())
         .build()
         .user_data(super::CANCEL_USER_DATA)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_are_never_sooner_than_their_timeout() {
+        let timeout = Duration::from_micros(700);
+        let before = monotonic_ns();
+        let deadline = Deadline::after(timeout);
+        assert!(deadline.ns >= before + 700_000);
+        assert!(deadline.remaining() <= timeout);
+        // "Never" saturates instead of wrapping into the past.
+        assert_eq!(Deadline::after(Duration::MAX).ns, u64::MAX);
+        assert!(Deadline::after(Duration::MAX).remaining() > Duration::from_secs(1 << 32));
+        // A deadline that passed has nothing left.
+        let past = Deadline { ns: before };
+        assert_eq!(past.remaining(), Duration::ZERO);
+    }
+
+    /// `(major, minor)` of the running kernel.
+    fn kernel_version() -> Option<(u32, u32)> {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+        let mut parts = release.trim().split(['.', '-']);
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    }
+
+    #[test]
+    fn the_abs_timer_probe_matches_the_kernel_version() {
+        let Ok(ring) = IoUring::new(4) else {
+            eprintln!("SKIPPED: io_uring unavailable here");
+            return;
+        };
+        let Some(version) = kernel_version() else {
+            eprintln!("SKIPPED: unknown kernel version");
+            return;
+        };
+        assert_eq!(
+            probe_abs_timer(&ring),
+            version >= (6, 12),
+            "kernel {version:?}"
+        );
+    }
 }
