@@ -90,31 +90,26 @@ fn write_pipe_to_a_child_process() {
 #[test]
 fn write_pipe_notices_the_reader_closing() {
     // semantics 171: the reader went away with nothing buffered → connection_lost(None).
-    let (lp, _) = new_loop();
-    let (mut child, stdin) = child_reading("exec 0<&-; sleep 0.05", Stdio::inherit());
-    let lp2 = lp.clone();
-    run(&lp, 10, async move {
-        let (proto, lost) = recorder(&lp2);
-        let (_t, p) = lp2.connect_write_pipe(move || proto, stdin).await?;
-        lost.await?;
-        assert_eq!(p.borrow().shape(), vec![Event::Made, Event::Lost(None)]);
-        Ok::<_, LoopError>(())
-    })
-    .unwrap();
-    child.wait().unwrap();
+    write_pipe_ends_cleanly_when_the_reader_leaves("exec 0<&-; sleep 0.05", b"");
 }
 
 #[test]
 fn write_pipe_whose_reader_took_everything_then_left_closes_cleanly() {
     // semantics 171: everything written was taken by the kernel (the write finished,
     // unreported), so the reader leaving is a clean end, not BrokenPipe.
+    write_pipe_ends_cleanly_when_the_reader_leaves("head -c 5 >/dev/null", b"hello");
+}
+
+/// A write pipe to a child running `script` (which reads what it wants from stdin, then
+/// exits): after writing `data`, the transport ends with `connection_lost(None)`.
+fn write_pipe_ends_cleanly_when_the_reader_leaves(script: &str, data: &'static [u8]) {
     let (lp, _) = new_loop();
-    let (mut child, stdin) = child_reading("head -c 5 >/dev/null", Stdio::inherit());
+    let (mut child, stdin) = child_reading(script, Stdio::inherit());
     let lp2 = lp.clone();
     run(&lp, 10, async move {
         let (proto, lost) = recorder(&lp2);
         let (t, p) = lp2.connect_write_pipe(move || proto, stdin).await?;
-        t.write(b"hello").unwrap();
+        t.write(data).unwrap();
         lost.await?;
         assert_eq!(p.borrow().shape(), vec![Event::Made, Event::Lost(None)]);
         Ok::<_, LoopError>(())

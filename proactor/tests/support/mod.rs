@@ -272,3 +272,16 @@ pub(crate) fn fd(x: &impl AsRawFd) -> RawFd {
 pub(crate) fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
 }
+
+/// Polls with timeouts of 0.3, 1.7 and 12 ms with nothing to complete, and asserts that no
+/// poll returns before its timeout (semantics 43: timers never fire early).
+pub(crate) fn assert_polls_never_early(proactor: &mut Proactor) {
+    for micros in [300, 1_700, 12_000] {
+        let want = Duration::from_micros(micros);
+        let start = Instant::now();
+        proactor.poll(Some(want)).unwrap();
+        let waited = start.elapsed();
+        assert!(proactor.pop().is_none());
+        assert!(waited >= want, "poll({want:?}) returned after {waited:?}");
+    }
+}
