@@ -332,3 +332,40 @@ fn datagram_flow_control_pauses_and_resumes_in_order() {
     .unwrap();
     assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
 }
+
+struct PanicsWhenLost;
+
+impl DatagramProtocol for PanicsWhenLost {
+    fn connection_lost(&mut self, _error: Option<io::Error>) {
+        panic!("lost on purpose");
+    }
+}
+
+#[test]
+fn a_panic_in_connection_lost_is_reported_and_the_loop_goes_on() {
+    // semantics 82, as for stream transports: the panic reaches the exception handler.
+    let (lp, reports) = new_loop();
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let (t, _p) = lp2
+            .create_datagram_endpoint(
+                || PanicsWhenLost,
+                DatagramOptions {
+                    local_addr: Some(("127.0.0.1".into(), 0)),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        t.close();
+        lp2.sleep(0.05).await?;
+        Ok(())
+    })
+    .unwrap();
+    let reports = reports.borrow();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(
+        reports[0].starts_with("Exception in callback connection_lost"),
+        "{reports:?}"
+    );
+    assert!(reports[0].contains("lost on purpose"), "{reports:?}");
+}

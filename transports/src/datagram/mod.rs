@@ -426,14 +426,27 @@ impl DgramInner {
         }
     }
 
+    /// The scheduled end: `connection_lost`, then the fd is closed. A panic in it is
+    /// reported as the stream transport reports it (semantics 82: the loop goes on).
     fn connection_lost(&self) {
         let error = self.lost_error.borrow_mut().take();
         let protocol = self.protocol.borrow_mut().take();
         if let Some(protocol) = protocol {
-            if let Ok(mut guard) = protocol.try_borrow_mut() {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let outcome = match protocol.try_borrow_mut() {
+                Ok(mut guard) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     guard.connection_lost(error)
-                }));
+                })),
+                Err(_) => {
+                    tracing::warn!("protocol busy during connection_lost; not called");
+                    Ok(())
+                }
+            };
+            if let Err(payload) = outcome {
+                let error = crate::stream::panic_error("connection_lost", &*payload);
+                self.lp.call_exception_handler(
+                    ExceptionContext::new("Exception in callback connection_lost")
+                        .with_error(LoopError::from(error)),
+                );
             }
         }
         self.release_fd();
