@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use ringloop_runtime::{LoopError, NSIG};
+use ringloop_runtime::{EventLoop, LoopError, NSIG};
 use support::{in_child_process, new_loop, Log};
 
 // Every blocking run has a guard timer, so a lost signal fails the test instead of
@@ -17,6 +17,26 @@ fn raise(sig: i32) {
     // SAFETY: sending a signal to our own process; the caller installed a handler or a
     // disposition that does not kill the test.
     assert_eq!(unsafe { libc::kill(libc::getpid(), sig) }, 0);
+}
+
+/// Runs `then` from a timer callback once `seen()` holds, looking every 10 ms.
+///
+/// Tests that raise a signal more than once wait with this until the handler has run for
+/// the previous one: the kernel keeps at most one pending instance of a standard signal, so
+/// raising it again while the first is still pending merges the two into one delivery. A
+/// process-directed signal stays pending until the thread the kernel picked for it runs
+/// (here the test harness's main thread, not the loop's), which on a loaded machine can
+/// take longer than any fixed delay between the raises.
+fn once_seen(lp: &EventLoop, seen: impl Fn() -> bool + 'static, then: impl FnOnce() + 'static) {
+    let lp2 = lp.clone();
+    lp.call_later(0.01, move || {
+        if seen() {
+            then();
+        } else {
+            once_seen(&lp2, seen, then);
+        }
+    })
+    .unwrap();
 }
 
 fn disposition(sig: i32) -> libc::sighandler_t {
@@ -71,20 +91,88 @@ fn semantics_188_each_delivered_signal_runs_the_handler_once() {
                 }
             })
             .unwrap();
-            let lp3 = lp.clone();
+            // Raised from a callback, from a timer, and from a timer scheduled by a timer
+            // callback; each once the one before was handled (see `once_seen`). After the
+            // third, nothing but the signal can wake the loop before the guard.
+            let (lp3, c) = (lp.clone(), count.clone());
             lp.call_soon(move || {
                 raise(libc::SIGUSR2);
-                let lp4 = lp3.clone();
-                lp3.call_later(0.01, move || {
-                    raise(libc::SIGUSR2);
-                    lp4.call_later(0.01, || raise(libc::SIGUSR2)).unwrap();
-                })
-                .unwrap();
+                let (lp4, c2) = (lp3.clone(), c.clone());
+                once_seen(
+                    &lp3,
+                    move || c.get() == 1,
+                    move || {
+                        raise(libc::SIGUSR2);
+                        once_seen(&lp4, move || c2.get() == 2, || raise(libc::SIGUSR2));
+                    },
+                );
             })
             .unwrap();
             support::guard(&lp, 20.0);
             lp.run_forever().unwrap();
             assert_eq!(count.get(), 3);
+        },
+    );
+}
+
+/// Blocks (`how` = `SIG_BLOCK`) or unblocks (`SIG_UNBLOCK`) `sig` in this thread. Unblocking
+/// a pending signal delivers it to this thread before the call returns.
+fn mask(how: libc::c_int, sig: i32) {
+    // SAFETY: `set` is a live local initialised by `sigemptyset` before use; the old mask
+    // is not asked for.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        assert_eq!(libc::pthread_sigmask(how, &set, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Whether `sig` is pending (and blocked) for this thread.
+fn pending(sig: i32) -> bool {
+    // SAFETY: `set` is a live local the kernel fills.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        assert_eq!(libc::sigpending(&mut set), 0);
+        libc::sigismember(&set, sig) == 1
+    }
+}
+
+#[test]
+fn semantics_188_a_signal_raised_again_before_its_delivery_is_handled_once() {
+    // The handler runs per delivery, not per raise: the kernel keeps one pending instance
+    // of a standard signal. (This is what made a test that raised a signal at fixed
+    // intervals fail under load; see `once_seen`.)
+    in_child_process(
+        "semantics_188_a_signal_raised_again_before_its_delivery_is_handled_once",
+        || {
+            let lp = new_loop();
+            let count = std::rc::Rc::new(std::cell::Cell::new(0));
+            let c = count.clone();
+            lp.add_signal_handler(libc::SIGUSR2, move || c.set(c.get() + 1))
+                .unwrap();
+            let stopper = lp.clone();
+            lp.add_signal_handler(libc::SIGUSR1, move || stopper.stop())
+                .unwrap();
+            let raise_here = |sig| {
+                // SAFETY: signals this thread, whose process handles `sig`.
+                assert_eq!(unsafe { libc::pthread_kill(libc::pthread_self(), sig) }, 0);
+            };
+            lp.call_soon(move || {
+                mask(libc::SIG_BLOCK, libc::SIGUSR2);
+                raise_here(libc::SIGUSR2);
+                raise_here(libc::SIGUSR2);
+                assert!(pending(libc::SIGUSR2));
+                mask(libc::SIG_UNBLOCK, libc::SIGUSR2);
+                assert!(!pending(libc::SIGUSR2));
+                // Its byte follows SIGUSR2's in the pipe: when SIGUSR1 stops the loop, every
+                // SIGUSR2 delivery has been handled.
+                raise_here(libc::SIGUSR1);
+            })
+            .unwrap();
+            support::guard(&lp, 20.0);
+            lp.run_forever().unwrap();
+            assert_eq!(count.get(), 1);
         },
     );
 }
@@ -188,27 +276,29 @@ fn semantics_195_a_handler_may_remove_handlers() {
             l.push("REMOVED");
         })
         .unwrap();
-        let lp3 = lp.clone();
+        // Each signal is raised once the one before was handled (see `once_seen`).
+        let (lp3, l) = (lp.clone(), log.clone());
+        let seen = move |n: usize| {
+            let l = l.clone();
+            move || l.len() == n
+        };
         lp.call_soon(move || {
             raise(libc::SIGUSR1);
             let lp4 = lp3.clone();
-            lp3.call_later(0.02, move || {
+            once_seen(&lp3, seen(1), move || {
                 raise(libc::SIGUSR1);
                 let lp5 = lp4.clone();
-                lp4.call_later(0.02, move || {
+                once_seen(&lp4, seen(2), move || {
                     raise(libc::SIGUSR2);
                     let lp6 = lp5.clone();
-                    lp5.call_later(0.02, move || {
+                    once_seen(&lp5, seen(3), move || {
                         raise(libc::SIGUSR1);
                         raise(libc::SIGUSR1);
                         let lp7 = lp6.clone();
                         lp6.call_later(0.05, move || lp7.stop()).unwrap();
-                    })
-                    .unwrap();
-                })
-                .unwrap();
-            })
-            .unwrap();
+                    });
+                });
+            });
         })
         .unwrap();
         support::guard(&lp, 20.0);
