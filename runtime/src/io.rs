@@ -129,7 +129,7 @@ impl EventLoop {
     }
 
     /// How many ops are in flight in the proactor, counting cancelled and detached ones
-    /// whose final completion has not arrived yet.
+    /// whose final completion has not arrived yet, and quiet ones not yet reclaimed.
     pub fn ops_in_flight(&self) -> usize {
         self.inner
             .proactor
