@@ -161,12 +161,7 @@ pub(crate) fn table(records: &[Record]) -> String {
             if !last.is_empty() && label != last {
                 out.push('\n');
             }
-            let shown = if label == last {
-                String::new()
-            } else {
-                label.clone()
-            };
-            last = label;
+            let shown = unless_repeated(label, &mut last);
             let _ = write!(
                 out,
                 "{:<22} {:<18} {:>26} {:>8} {:>8} {:>5} {:>22} {:>9} {:>9} {:>10}",
@@ -181,10 +176,7 @@ pub(crate) fn table(records: &[Record]) -> String {
                 opt(r.instructions_per_msg, |v| format!("{v:.0}")),
                 opt(r.rss_bytes_per_conn, |v| format!("{v:.0}")),
             );
-            if let Some(n) = &r.note {
-                let _ = write!(out, "  [{n}]");
-            }
-            out.push('\n');
+            end_row(&mut out, r);
         }
     }
     let micro: Vec<&Record> = records.iter().filter(|r| r.conns.is_none()).collect();
@@ -204,12 +196,7 @@ pub(crate) fn table(records: &[Record]) -> String {
         );
         let mut last = String::new();
         for r in micro {
-            let shown = if r.workload == last {
-                String::new()
-            } else {
-                r.workload.clone()
-            };
-            last = r.workload.clone();
+            let shown = unless_repeated(r.workload.clone(), &mut last);
             let _ = write!(
                 out,
                 "{:<22} {:<21} {:>26} {:>9} {:>9} {:>9} {:>9} {:>6}",
@@ -222,13 +209,29 @@ pub(crate) fn table(records: &[Record]) -> String {
                 opt(r.max_us, |v| format!("{v:.1}")),
                 r.early.map_or_else(|| "-".to_string(), |e| e.to_string()),
             );
-            if let Some(n) = &r.note {
-                let _ = write!(out, "  [{n}]");
-            }
-            out.push('\n');
+            end_row(&mut out, r);
         }
     }
     out
+}
+
+/// The group label a row shows: `label`, or nothing when it repeats the previous row's
+/// (`last`, which becomes `label`).
+fn unless_repeated(label: String, last: &mut String) -> String {
+    if label == *last {
+        String::new()
+    } else {
+        last.clone_from(&label);
+        label
+    }
+}
+
+/// Ends a table row: the record's note, if any, then the newline.
+fn end_row(out: &mut String, r: &Record) {
+    if let Some(n) = &r.note {
+        let _ = write!(out, "  [{n}]");
+    }
+    out.push('\n');
 }
 
 #[cfg(test)]

@@ -107,40 +107,24 @@ fn err_note(e: &io::Error) -> String {
 
 impl Plan<'_> {
     fn network(&self, w: Workload, contenders: &[Contender]) -> Vec<Record> {
-        let mut samples: Vec<Vec<NetSample>> = vec![Vec::new(); contenders.len()];
-        let mut notes: Vec<Option<String>> = vec![None; contenders.len()];
-        for round in 1..=self.args.rounds {
-            for (i, &c) in contenders.iter().enumerate() {
-                match self.measure_network(c, w) {
-                    Ok(s) => {
-                        eprintln!(
-                            "  round {round}/{}: {:<18} {:>10.0} msgs/s  busy: server {:>3.0} % client {:>3.0} %  cpu {} µs/msg  syscalls {}",
-                            self.args.rounds,
-                            c.name(),
-                            s.msgs_per_s,
-                            s.server_busy * 100.0,
-                            s.client_busy * 100.0,
-                            s.cpu_us_per_msg.map_or("-".into(), |v| format!("{v:.2}")),
-                            s.syscalls_per_msg.map_or("-".into(), |v| format!("{v:.3}")),
-                        );
-                        samples[i].push(s);
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "  round {round}/{}: {:<18} failed: {e}",
-                            self.args.rounds,
-                            c.name()
-                        );
-                        notes[i].get_or_insert_with(|| err_note(&e));
-                    }
-                }
-            }
-        }
+        let gathered = self.rounds(
+            contenders,
+            |c| self.measure_network(c, w),
+            |s| {
+                format!(
+                    "{:>10.0} msgs/s  busy: server {:>3.0} % client {:>3.0} %  cpu {} µs/msg  syscalls {}",
+                    s.msgs_per_s,
+                    s.server_busy * 100.0,
+                    s.client_busy * 100.0,
+                    s.cpu_us_per_msg.map_or("-".into(), |v| format!("{v:.2}")),
+                    s.syscalls_per_msg.map_or("-".into(), |v| format!("{v:.3}")),
+                )
+            },
+        );
         contenders
             .iter()
-            .zip(samples)
-            .zip(notes)
-            .map(|((c, s), note)| Record {
+            .zip(gathered)
+            .map(|(c, (s, note))| Record {
                 workload: w.name().into(),
                 contender: c.name().into(),
                 conns: w.conns(),
@@ -158,6 +142,40 @@ impl Plan<'_> {
                 ..Record::default()
             })
             .collect()
+    }
+
+    /// Runs the rounds of one workload, every runner once per round (interleaved), printing
+    /// a progress line per measurement: `describe` of its sample, or its failure. Returns,
+    /// per runner, its samples and the note of its first failure (or why it cannot run).
+    fn rounds<R: RoundRunner, T>(
+        &self,
+        runners: &[R],
+        mut measure: impl FnMut(R) -> io::Result<T>,
+        describe: impl Fn(&T) -> String,
+    ) -> Vec<(Vec<T>, Option<String>)> {
+        let mut gathered: Vec<(Vec<T>, Option<String>)> =
+            runners.iter().map(|_| (Vec::new(), None)).collect();
+        let rounds = self.args.rounds;
+        for round in 1..=rounds {
+            for (&runner, (samples, note)) in runners.iter().zip(&mut gathered) {
+                if let Some(why) = runner.unavailable() {
+                    note.get_or_insert_with(|| why.to_string());
+                    continue;
+                }
+                let (name, width) = (runner.name(), R::NAME_WIDTH);
+                match measure(runner) {
+                    Ok(s) => {
+                        eprintln!("  round {round}/{rounds}: {name:<width$} {}", describe(&s));
+                        samples.push(s);
+                    }
+                    Err(e) => {
+                        eprintln!("  round {round}/{rounds}: {name:<width$} failed: {e}");
+                        note.get_or_insert_with(|| err_note(&e));
+                    }
+                }
+            }
+        }
+        gathered
     }
 
     fn measure_network(&self, c: Contender, w: Workload) -> io::Result<NetSample> {
@@ -221,44 +239,28 @@ impl Plan<'_> {
     }
 
     fn idle(&self, conns: usize, contenders: &[Contender]) -> Vec<Record> {
-        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
-        let mut notes: Vec<Option<String>> = vec![None; contenders.len()];
-        for round in 1..=self.args.rounds {
-            for (i, &c) in contenders.iter().enumerate() {
-                match measure_idle(c, conns) {
-                    Ok(m) => {
-                        eprintln!(
-                            "  round {round}/{}: {:<18} {:>8.0} B/conn, fixed {:>6.0} KiB \
-                             ({:.0} B/conn over all {conns})",
-                            self.args.rounds,
-                            c.name(),
-                            m.per_conn,
-                            m.fixed / 1024.0,
-                            m.overall
-                        );
-                        samples[i].push(m.per_conn);
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "  round {round}/{}: {:<18} failed: {e}",
-                            self.args.rounds,
-                            c.name()
-                        );
-                        notes[i].get_or_insert_with(|| err_note(&e));
-                    }
-                }
-            }
-        }
+        let gathered = self.rounds(
+            contenders,
+            |c| measure_idle(c, conns),
+            |m| {
+                format!(
+                    "{:>8.0} B/conn, fixed {:>6.0} KiB ({:.0} B/conn over all {conns})",
+                    m.per_conn,
+                    m.fixed / 1024.0,
+                    m.overall
+                )
+            },
+        );
         contenders
             .iter()
-            .zip(samples)
-            .zip(notes)
-            .map(|((c, s), note)| Record {
+            .zip(gathered)
+            .map(|(c, (m, note))| Record {
                 workload: "idle".into(),
                 contender: c.name().into(),
                 conns: Some(conns),
-                rss_bytes_per_conn: Spread::of(s.iter().map(|&b| Some(b))).map(|s| s.median),
-                rounds: s.len(),
+                rss_bytes_per_conn: Spread::of(m.iter().map(|m| Some(m.per_conn)))
+                    .map(|s| s.median),
+                rounds: m.len(),
                 note,
                 ..Record::default()
             })
@@ -278,43 +280,15 @@ impl Plan<'_> {
             runners.extend(Floor::ALL.map(MicroRunner::Floor));
         }
         let n = kind.count(self.args.quick);
-        let mut samples: Vec<Vec<MicroResult>> = vec![Vec::new(); runners.len()];
-        let mut notes: Vec<Option<String>> = vec![None; runners.len()];
-        for round in 1..=self.args.rounds {
-            for (i, &runner) in runners.iter().enumerate() {
-                if let MicroRunner::Contender(c) = runner {
-                    if let Some(why) = c.unavailable_reason() {
-                        notes[i].get_or_insert_with(|| why.to_string());
-                        continue;
-                    }
-                }
-                match run_micro_child(runner, kind, n) {
-                    Ok(r) => {
-                        eprintln!(
-                            "  round {round}/{}: {:<21} {:>12.0} ops/s  {:.3} s",
-                            self.args.rounds,
-                            runner.name(),
-                            r.ops_per_s,
-                            r.secs
-                        );
-                        samples[i].push(r);
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "  round {round}/{}: {:<21} failed: {e}",
-                            self.args.rounds,
-                            runner.name()
-                        );
-                        notes[i].get_or_insert_with(|| err_note(&e));
-                    }
-                }
-            }
-        }
+        let gathered = self.rounds(
+            &runners,
+            |runner| run_micro_child(runner, kind, n),
+            |r| format!("{:>12.0} ops/s  {:.3} s", r.ops_per_s, r.secs),
+        );
         runners
             .iter()
-            .zip(samples)
-            .zip(notes)
-            .map(|((runner, s), note)| Record {
+            .zip(gathered)
+            .map(|(runner, (s, note))| Record {
                 workload: kind.name().into(),
                 contender: runner.name().into(),
                 msgs_per_s: Spread::of(s.iter().map(|r| Some(r.ops_per_s))),
@@ -473,6 +447,38 @@ fn measure_idle(c: Contender, conns: usize) -> io::Result<IdleSample> {
         fixed: first_growth - per_conn * first as f64,
         overall: after.saturating_sub(before) as f64 / conns.max(1) as f64,
     })
+}
+
+/// What the rounds of a workload run: its name in the progress lines (padded to
+/// `NAME_WIDTH`), and whether it cannot run here.
+trait RoundRunner: Copy {
+    const NAME_WIDTH: usize;
+    fn name(self) -> &'static str;
+    fn unavailable(self) -> Option<&'static str>;
+}
+
+/// Network and idle workloads: the contenders were filtered for availability up front.
+impl RoundRunner for Contender {
+    const NAME_WIDTH: usize = 18;
+    fn name(self) -> &'static str {
+        Contender::name(self)
+    }
+    fn unavailable(self) -> Option<&'static str> {
+        None
+    }
+}
+
+impl RoundRunner for MicroRunner {
+    const NAME_WIDTH: usize = 21;
+    fn name(self) -> &'static str {
+        MicroRunner::name(self)
+    }
+    fn unavailable(self) -> Option<&'static str> {
+        match self {
+            MicroRunner::Contender(c) => c.unavailable_reason(),
+            MicroRunner::Floor(_) => None,
+        }
+    }
 }
 
 /// Who runs a micro-workload: a runtime, or (timer lateness) the kernel alone.

@@ -53,20 +53,11 @@ impl Workload {
         v
     }
 
-    /// The `--quick` run: under a minute.
+    /// The `--quick` run: under a minute. The default run without HTTP (the micro-workloads
+    /// also run shorter under `--quick`).
     pub(crate) fn quick_set() -> Vec<Workload> {
-        let mut v = vec![
-            Workload::Echo {
-                conns: 100,
-                size: 64,
-            },
-            Workload::Echo {
-                conns: 1_000,
-                size: 1024,
-            },
-            Workload::Idle { conns: 1_000 },
-        ];
-        v.extend(MicroKind::ALL.map(Workload::Micro));
+        let mut v = Workload::default_set();
+        v.retain(|w| !matches!(w, Workload::Http { .. }));
         v
     }
 

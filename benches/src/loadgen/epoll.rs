@@ -6,15 +6,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::{missing, open_stream, Window, CONNECT_BATCH};
+use super::common::{closed, next_wait, ClosedLoop, Exchange};
+use super::Window;
 
 struct Conn {
     stream: TcpStream,
-    /// A request is in flight (written or being written, response not complete).
-    busy: bool,
-    sent: usize,
-    received: usize,
-    started: Instant,
+    ex: Exchange,
 }
 
 /// A closed-loop client over a fixed set of connections.
@@ -67,49 +64,8 @@ impl EpollLoad {
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
             outstanding: 0,
         };
-        let deadline = Instant::now() + timeout;
-        while lg.conns.len() < n {
-            let batch_end = (lg.conns.len() + CONNECT_BATCH).min(n);
-            for idx in lg.conns.len()..batch_end {
-                let stream = open_stream(addr, idx, deadline)?;
-                stream.set_nonblocking(true)?;
-                lg.ctl(libc::EPOLL_CTL_ADD, stream.as_raw_fd(), idx, false)?;
-                lg.conns.push(Conn {
-                    stream,
-                    busy: false,
-                    sent: 0,
-                    received: 0,
-                    started: Instant::now(),
-                });
-                lg.start(idx)?;
-            }
-            lg.pump(deadline, false, &mut Window::default())?;
-        }
+        lg.open(addr, n, timeout)?;
         Ok(lg)
-    }
-
-    /// Drives every connection in a closed loop for `dur`. Requests still in flight at the
-    /// end stay in flight (a later `run` or `drain` completes them).
-    pub(super) fn run(&mut self, dur: Duration) -> io::Result<Window> {
-        for idx in 0..self.conns.len() {
-            if !self.conns[idx].busy {
-                self.start(idx)?;
-            }
-        }
-        let started = Instant::now();
-        let mut win = Window::default();
-        self.pump(started + dur, true, &mut win)?;
-        win.elapsed = started.elapsed();
-        Ok(win)
-    }
-
-    /// Sends nothing new and waits until every in-flight request has its response.
-    pub(super) fn drain(&mut self, timeout: Duration) -> io::Result<Window> {
-        let started = Instant::now();
-        let mut win = Window::default();
-        self.pump(started + timeout, false, &mut win)?;
-        win.elapsed = started.elapsed();
-        Ok(win)
     }
 
     fn ctl(&self, op: i32, fd: i32, idx: usize, want_write: bool) -> io::Result<()> {
@@ -129,23 +85,12 @@ impl EpollLoad {
         }
     }
 
-    /// Begins a new request on connection `idx`.
-    fn start(&mut self, idx: usize) -> io::Result<()> {
-        let c = &mut self.conns[idx];
-        c.busy = true;
-        c.sent = 0;
-        c.received = 0;
-        c.started = Instant::now();
-        self.outstanding += 1;
-        self.write_some(idx)
-    }
-
     /// Writes what the socket takes of the current request; arms `EPOLLOUT` if it is full.
     fn write_some(&mut self, idx: usize) -> io::Result<()> {
         let c = &mut self.conns[idx];
-        while c.sent < self.request.len() {
-            match c.stream.write(&self.request[c.sent..]) {
-                Ok(n) => c.sent += n,
+        while c.ex.sent < self.request.len() {
+            match c.stream.write(&self.request[c.ex.sent..]) {
+                Ok(n) => c.ex.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let fd = c.stream.as_raw_fd();
                     return self.ctl(libc::EPOLL_CTL_MOD, fd, idx, true);
@@ -162,82 +107,28 @@ impl EpollLoad {
         Ok(())
     }
 
-    /// Handles events until `until`; when `keep_going` is false, returns as soon as nothing is
-    /// in flight (and fails if `until` passes first).
-    fn pump(&mut self, until: Instant, keep_going: bool, win: &mut Window) -> io::Result<()> {
-        loop {
-            if !keep_going && self.outstanding == 0 {
-                return Ok(());
-            }
-            let now = Instant::now();
-            if now >= until {
-                if keep_going {
-                    return Ok(());
-                }
-                return Err(missing(self.outstanding, self.conns.len()));
-            }
-            let wait_ms = (until - now).as_millis().clamp(1, 100) as i32;
-            let ep = self.ep.as_raw_fd();
-            // SAFETY: `events` is a writable array of the length passed.
-            let n = unsafe {
-                libc::epoll_wait(
-                    ep,
-                    self.events.as_mut_ptr(),
-                    self.events.len() as i32,
-                    wait_ms,
-                )
-            };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(err);
-            }
-            for i in 0..n as usize {
-                let ev = self.events[i];
-                let (idx, flags) = (ev.u64 as usize, ev.events);
-                if flags & libc::EPOLLOUT as u32 != 0 && self.conns[idx].busy {
-                    let fd = self.conns[idx].stream.as_raw_fd();
-                    self.ctl(libc::EPOLL_CTL_MOD, fd, idx, false)?;
-                    self.write_some(idx)?;
-                }
-                if flags & !(libc::EPOLLOUT as u32) != 0 {
-                    self.read_some(idx, keep_going, win)?;
-                }
-            }
-        }
-    }
-
     /// Reads the response in progress on `idx`; on completion records it and, when
     /// `keep_going`, starts the next request.
     fn read_some(&mut self, idx: usize, keep_going: bool, win: &mut Window) -> io::Result<()> {
         loop {
             let c = &mut self.conns[idx];
-            let want = if c.busy {
-                (self.response_len - c.received).min(self.scratch.len())
+            let want = if c.ex.busy {
+                (self.response_len - c.ex.received).min(self.scratch.len())
             } else {
                 1
             };
             match c.stream.read(&mut self.scratch[..want]) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("server closed connection {idx}"),
-                    ))
-                }
-                Ok(n) if !c.busy => {
+                Ok(0) => return Err(closed(idx)),
+                Ok(n) if !c.ex.busy => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("{n} unexpected bytes on idle connection {idx}"),
                     ))
                 }
                 Ok(n) => {
-                    c.received += n;
-                    if c.received == self.response_len {
-                        c.busy = false;
-                        win.latency.record(c.started.elapsed().as_nanos() as u64);
-                        win.messages += 1;
+                    c.ex.received += n;
+                    if c.ex.received == self.response_len {
+                        c.ex.finish(win);
                         self.outstanding -= 1;
                         if keep_going {
                             self.start(idx)?;
@@ -258,5 +149,73 @@ impl EpollLoad {
                 }
             }
         }
+    }
+}
+
+impl ClosedLoop for EpollLoad {
+    fn conns(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn is_busy(&self, idx: usize) -> bool {
+        self.conns[idx].ex.busy
+    }
+
+    fn add(&mut self, stream: TcpStream) -> io::Result<()> {
+        stream.set_nonblocking(true)?;
+        self.ctl(
+            libc::EPOLL_CTL_ADD,
+            stream.as_raw_fd(),
+            self.conns.len(),
+            false,
+        )?;
+        self.conns.push(Conn {
+            stream,
+            ex: Exchange::idle(),
+        });
+        Ok(())
+    }
+
+    /// Begins the request and writes what the socket takes of it.
+    fn start(&mut self, idx: usize) -> io::Result<()> {
+        self.conns[idx].ex.begin();
+        self.outstanding += 1;
+        self.write_some(idx)
+    }
+
+    fn pump(&mut self, until: Instant, keep_going: bool, win: &mut Window) -> io::Result<()> {
+        while let Some(wait) = next_wait(until, keep_going, self.outstanding, self.conns.len())? {
+            let wait_ms = wait.as_millis().max(1) as i32;
+            let ep = self.ep.as_raw_fd();
+            // SAFETY: `events` is a writable array of the length passed.
+            let n = unsafe {
+                libc::epoll_wait(
+                    ep,
+                    self.events.as_mut_ptr(),
+                    self.events.len() as i32,
+                    wait_ms,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            for i in 0..n as usize {
+                let ev = self.events[i];
+                let (idx, flags) = (ev.u64 as usize, ev.events);
+                if flags & libc::EPOLLOUT as u32 != 0 && self.conns[idx].ex.busy {
+                    let fd = self.conns[idx].stream.as_raw_fd();
+                    self.ctl(libc::EPOLL_CTL_MOD, fd, idx, false)?;
+                    self.write_some(idx)?;
+                }
+                if flags & !(libc::EPOLLOUT as u32) != 0 {
+                    self.read_some(idx, keep_going, win)?;
+                }
+            }
+        }
+        Ok(())
     }
 }

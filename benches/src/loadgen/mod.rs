@@ -7,6 +7,7 @@
 //! and falls back to edge-triggered epoll where io_uring is not permitted.
 //! Every wait is bounded: a server that stalls or dies turns into an error, never a hang.
 
+mod common;
 mod epoll;
 mod uring;
 
@@ -16,6 +17,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::metrics::Histogram;
+use common::ClosedLoop;
 
 /// `RINGLOOP_BENCH_LOADGEN=epoll` forces the epoll load generator.
 pub(crate) const ENGINE_ENV: &str = "RINGLOOP_BENCH_LOADGEN";

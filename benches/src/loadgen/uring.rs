@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::{missing, open_stream, Window, CONNECT_BATCH};
+use super::common::{closed, next_wait, ClosedLoop, Exchange};
+use super::Window;
 
 const OP_SEND: u64 = 0;
 const OP_RECV: u64 = 1;
@@ -23,10 +24,7 @@ struct Conn {
     stream: TcpStream,
     /// Response bytes land here (their content is not inspected, only counted).
     buf: Vec<u8>,
-    busy: bool,
-    sent: usize,
-    received: usize,
-    started: Instant,
+    ex: Exchange,
 }
 
 /// io_uring closed-loop client.
@@ -91,62 +89,13 @@ impl UringLoad {
         self.request = request;
         self.response_len = response_len;
         self.conns.reserve_exact(n); // never reallocated afterwards (buffers are heap anyway)
-        let deadline = Instant::now() + timeout;
-        while self.conns.len() < n {
-            let batch_end = (self.conns.len() + CONNECT_BATCH).min(n);
-            for idx in self.conns.len()..batch_end {
-                let stream = open_stream(addr, idx, deadline)?;
-                let buf = Vec::with_capacity(response_len.min(64 * 1024));
-                self.conns.push(Conn {
-                    stream,
-                    buf,
-                    busy: false,
-                    sent: 0,
-                    received: 0,
-                    started: Instant::now(),
-                });
-                self.start(idx)?;
-            }
-            self.pump(deadline, false, &mut Window::default())?;
-        }
+        self.open(addr, n, timeout)?;
         Ok(self)
-    }
-
-    pub(super) fn run(&mut self, dur: Duration) -> io::Result<Window> {
-        for idx in 0..self.conns.len() {
-            if !self.conns[idx].busy {
-                self.start(idx)?;
-            }
-        }
-        let mut win = Window::default();
-        self.pump(Instant::now() + dur, true, &mut win)?;
-        Ok(win)
-    }
-
-    pub(super) fn drain(&mut self, timeout: Duration) -> io::Result<Window> {
-        let started = Instant::now();
-        let mut win = Window::default();
-        self.pump(started + timeout, false, &mut win)?;
-        win.elapsed = started.elapsed();
-        Ok(win)
-    }
-
-    fn start(&mut self, idx: usize) -> io::Result<()> {
-        let c = &mut self.conns[idx];
-        c.busy = true;
-        c.sent = 0;
-        c.received = 0;
-        c.started = Instant::now();
-        self.outstanding += 1;
-        let send = self.send_entry(idx);
-        let recv = self.recv_entry(idx);
-        self.push(&send)?;
-        self.push(&recv)
     }
 
     fn send_entry(&self, idx: usize) -> squeue::Entry {
         let c = &self.conns[idx];
-        let rest = &self.request[c.sent..];
+        let rest = &self.request[c.ex.sent..];
         opcode::Send::new(
             types::Fd(c.stream.as_raw_fd()),
             rest.as_ptr(),
@@ -157,7 +106,7 @@ impl UringLoad {
     }
 
     fn recv_entry(&mut self, idx: usize) -> squeue::Entry {
-        let want = self.response_len - self.conns[idx].received;
+        let want = self.response_len - self.conns[idx].ex.received;
         let c = &mut self.conns[idx];
         let len = want.min(c.buf.capacity()) as u32;
         opcode::Recv::new(types::Fd(c.stream.as_raw_fd()), c.buf.as_mut_ptr(), len)
@@ -197,30 +146,6 @@ impl UringLoad {
         }
     }
 
-    fn pump(&mut self, until: Instant, keep_going: bool, win: &mut Window) -> io::Result<()> {
-        loop {
-            if !keep_going && self.outstanding == 0 {
-                return Ok(());
-            }
-            let now = Instant::now();
-            if now >= until {
-                if keep_going {
-                    return Ok(());
-                }
-                return Err(missing(self.outstanding, self.conns.len()));
-            }
-            self.enter((until - now).min(Duration::from_millis(100)))?;
-            let mut cqes = std::mem::take(&mut self.cqes);
-            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
-            self.in_flight -= cqes.len();
-            let result = cqes
-                .drain(..)
-                .try_for_each(|(key, res)| self.complete(key, res, keep_going, win));
-            self.cqes = cqes;
-            result?;
-        }
-    }
-
     fn complete(
         &mut self,
         key: u64,
@@ -235,33 +160,73 @@ impl UringLoad {
         }
         let n = res as usize;
         if key & 1 == OP_SEND {
-            self.conns[idx].sent += n;
-            if self.conns[idx].sent < self.request.len() {
+            self.conns[idx].ex.sent += n;
+            if self.conns[idx].ex.sent < self.request.len() {
                 let e = self.send_entry(idx);
                 return self.push(&e);
             }
         } else {
             if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("server closed connection {idx}"),
-                ));
+                return Err(closed(idx));
             }
-            self.conns[idx].received += n;
-            if self.conns[idx].received < self.response_len {
+            self.conns[idx].ex.received += n;
+            if self.conns[idx].ex.received < self.response_len {
                 let e = self.recv_entry(idx);
                 return self.push(&e);
             }
         }
-        let c = &mut self.conns[idx];
-        if c.busy && c.sent == self.request.len() && c.received == self.response_len {
-            c.busy = false;
-            win.latency.record(c.started.elapsed().as_nanos() as u64);
-            win.messages += 1;
+        let ex = &mut self.conns[idx].ex;
+        if ex.busy && ex.sent == self.request.len() && ex.received == self.response_len {
+            ex.finish(win);
             self.outstanding -= 1;
             if keep_going {
                 self.start(idx)?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl ClosedLoop for UringLoad {
+    fn conns(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn is_busy(&self, idx: usize) -> bool {
+        self.conns[idx].ex.busy
+    }
+
+    fn add(&mut self, stream: TcpStream) -> io::Result<()> {
+        let buf = Vec::with_capacity(self.response_len.min(64 * 1024));
+        self.conns.push(Conn {
+            stream,
+            buf,
+            ex: Exchange::idle(),
+        });
+        Ok(())
+    }
+
+    /// Begins the request: its send and the receive of its response go in flight together.
+    fn start(&mut self, idx: usize) -> io::Result<()> {
+        self.conns[idx].ex.begin();
+        self.outstanding += 1;
+        let send = self.send_entry(idx);
+        let recv = self.recv_entry(idx);
+        self.push(&send)?;
+        self.push(&recv)
+    }
+
+    fn pump(&mut self, until: Instant, keep_going: bool, win: &mut Window) -> io::Result<()> {
+        while let Some(wait) = next_wait(until, keep_going, self.outstanding, self.conns.len())? {
+            self.enter(wait)?;
+            let mut cqes = std::mem::take(&mut self.cqes);
+            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+            self.in_flight -= cqes.len();
+            let result = cqes
+                .drain(..)
+                .try_for_each(|(key, res)| self.complete(key, res, keep_going, win));
+            self.cqes = cqes;
+            result?;
         }
         Ok(())
     }
