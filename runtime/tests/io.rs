@@ -355,3 +355,40 @@ fn orphaned_multishot_accept_closes_late_connections() {
     assert_eq!(n, 0, "end of stream");
     lp.close().unwrap();
 }
+
+/// The loop's quiet-op API: a send that fully succeeds is not dispatched; `reclaim_op` hands
+/// its completion back, `resend_op` reuses it in place, and a second reclaim finds nothing.
+#[test]
+fn quiet_sends_are_kept_for_their_owner_through_the_loop() {
+    let (lp, reports) = recording_loop();
+    let (rd, wr) = pipe();
+    let calls = Rc::new(RefCell::new(0));
+    struct Count(Rc<RefCell<usize>>);
+    impl IoHandler for Count {
+        fn complete(&self, _: &EventLoop, _: &mut Completion) {
+            *self.0.borrow_mut() += 1;
+        }
+    }
+    let token = lp.register_io(Rc::new(Count(calls.clone()))).unwrap();
+    let id = lp
+        .submit_quiet(op::Write::new(wr.as_raw_fd(), b"one".to_vec()), token)
+        .unwrap();
+    support::run_once(&lp);
+    support::run_once(&lp);
+    assert_eq!(*calls.borrow(), 0, "a quiet success is not dispatched");
+    let old = lp
+        .resend_op(id, b"two".to_vec())
+        .expect("finished: sent again");
+    assert_eq!(old, b"one");
+    support::run_once(&lp);
+    support::run_once(&lp);
+    let done = lp.reclaim_op(id).expect("finished again");
+    assert_eq!(*done.result.as_ref().unwrap(), 3);
+    assert!(lp.reclaim_op(id).is_none(), "only once");
+    assert_eq!(lp.ops_in_flight(), 0);
+    assert_eq!(*calls.borrow(), 0);
+    let mut got = [0u8; 6];
+    std::io::Read::read_exact(&mut std::fs::File::from(rd), &mut got).unwrap();
+    assert_eq!(&got, b"onetwo");
+    assert_no_reports(&reports);
+}

@@ -137,3 +137,34 @@ fn address_in_use() {
     lp.close().unwrap();
     drop(Rc::new(()));
 }
+
+#[test]
+fn write_buffer_size_is_zero_once_the_kernel_took_the_bytes() {
+    // semantics 141: bytes handed to the kernel count until the send is confirmed; once
+    // the peer has them, nothing is buffered (the send finished unreported, and asking
+    // takes it back).
+    let (lp, reports) = new_loop();
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let server = lp2
+            .create_server(Recorder::echoing, "127.0.0.1", 0, ServerOptions::default())
+            .await?;
+        let port = server.sockets()[0].port().unwrap();
+        let (client, _lost) = recorder(&lp2);
+        let (transport, proto) = lp2
+            .create_connection(move || client, "127.0.0.1", port, ConnectOptions::default())
+            .await?;
+        transport.write(b"ping").unwrap();
+        assert_eq!(transport.get_write_buffer_size(), 4, "queued");
+        while proto.borrow().data() != b"ping" {
+            lp2.sleep(0.001).await?;
+        }
+        assert_eq!(transport.get_write_buffer_size(), 0, "echoed, so sent");
+        transport.close();
+        server.close();
+        server.wait_closed().await?;
+        Ok::<_, LoopError>(())
+    })
+    .unwrap();
+    assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
+}
