@@ -115,12 +115,17 @@ impl Handle {
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.inner.describe())?;
-        if self.cancelled() {
-            f.write_str(" (cancelled)")?;
-        }
-        Ok(())
+        describe(f, &self.inner.describe(), self.cancelled())
     }
+}
+
+/// How both handles print: what they run, and whether they were cancelled.
+fn describe(f: &mut fmt::Formatter<'_>, what: &str, cancelled: bool) -> fmt::Result {
+    f.write_str(what)?;
+    if cancelled {
+        f.write_str(" (cancelled)")?;
+    }
+    Ok(())
 }
 
 /// A timer's view for the timer heap.
@@ -240,10 +245,6 @@ impl TimerHandle {
 
 impl fmt::Debug for TimerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.inner.describe())?;
-        if self.cancelled() {
-            f.write_str(" (cancelled)")?;
-        }
-        Ok(())
+        describe(f, &self.inner.describe(), self.cancelled())
     }
 }

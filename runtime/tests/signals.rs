@@ -39,6 +39,19 @@ fn once_seen(lp: &EventLoop, seen: impl Fn() -> bool + 'static, then: impl FnOnc
     .unwrap();
 }
 
+/// Installs a handler for `sig` that records the delivery and stops `lp`; the flag says
+/// whether it came.
+fn stop_on_first(lp: &EventLoop, sig: i32) -> std::rc::Rc<std::cell::Cell<bool>> {
+    let got = std::rc::Rc::new(std::cell::Cell::new(false));
+    let (g, stopper) = (got.clone(), lp.clone());
+    lp.add_signal_handler(sig, move || {
+        g.set(true);
+        stopper.stop();
+    })
+    .unwrap();
+    got
+}
+
 fn disposition(sig: i32) -> libc::sighandler_t {
     // SAFETY: queries the current action into a zeroed, live struct.
     unsafe {
@@ -343,13 +356,7 @@ fn a_signal_taken_over_by_another_loop_survives_the_first_loops_removal() {
             let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
             let other = std::thread::spawn(move || {
                 let lp = new_loop();
-                let got = std::rc::Rc::new(std::cell::Cell::new(false));
-                let (g, stopper) = (got.clone(), lp.clone());
-                lp.add_signal_handler(libc::SIGUSR1, move || {
-                    g.set(true);
-                    stopper.stop();
-                })
-                .unwrap();
+                let got = stop_on_first(&lp, libc::SIGUSR1);
                 ready_tx.send(()).unwrap();
                 go_rx.recv().unwrap();
                 raise(libc::SIGUSR1);
@@ -390,13 +397,7 @@ fn semantics_197_signals_work_in_a_child_forked_from_a_non_main_thread() {
                 if pid == 0 {
                     let ok = std::panic::catch_unwind(|| {
                         let lp = new_loop();
-                        let got = std::rc::Rc::new(std::cell::Cell::new(false));
-                        let (g, stopper) = (got.clone(), lp.clone());
-                        lp.add_signal_handler(libc::SIGUSR1, move || {
-                            g.set(true);
-                            stopper.stop();
-                        })
-                        .unwrap();
+                        let got = stop_on_first(&lp, libc::SIGUSR1);
                         lp.call_soon(|| raise(libc::SIGUSR1)).unwrap();
                         let guard = lp.clone();
                         lp.call_later(5.0, move || guard.stop()).unwrap();
