@@ -61,6 +61,9 @@ fn set_nofile_limit(limit: u64) {
 /// Clients the peer connects while the server is out of fds.
 const CLIENTS: usize = 4;
 
+/// Fds freed once EMFILE was reported: room for every client's connection, and to spare.
+const FREED: usize = 2 * CLIENTS;
+
 fn child() {
     let (lp, reports) = new_loop();
     let lp2 = lp.clone();
@@ -82,15 +85,17 @@ fn child() {
     let clients: Vec<socket2::Socket> = (0..CLIENTS)
         .map(|_| socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap())
         .collect();
-    // Lower the limit to the current highest fd, then fill every free slot: the server's
-    // accepts fail with EMFILE until fillers are closed. Nothing here depends on how many
-    // fds the runtime holds.
+    // Lower the limit to just above the current highest fd, then fill every free slot: the
+    // server's accepts fail with EMFILE until fillers are closed. Nothing here depends on how
+    // many fds the runtime holds, nor on fds the process inherited: the limit leaves room
+    // for at least `FREED` fillers even when no slot below the highest fd is free (without
+    // inherited high fds, the table below it is dense).
     let max_fd = std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
         .max()
         .unwrap();
-    set_nofile_limit(max_fd + 1);
+    set_nofile_limit(max_fd + 1 + FREED as u64);
     let mut fillers = Vec::new();
     while let Ok(f) = std::fs::File::open("/dev/null") {
         fillers.push(f);
@@ -98,6 +103,11 @@ fn child() {
     assert!(
         std::fs::File::open("/dev/null").is_err(),
         "the fd table is full"
+    );
+    assert!(
+        fillers.len() >= FREED,
+        "{} fillers, {FREED} to free later",
+        fillers.len()
     );
     // io_uring captures RLIMIT_NOFILE when an accept is submitted: start accepting now.
     server.start_serving().unwrap();
@@ -139,7 +149,7 @@ fn child() {
     .unwrap_or_else(|e| panic!("no EMFILE report: {e:?}"));
     assert!(server.is_serving(), "the server survived EMFILE");
     // … then free fds: accepting resumes after the back-off and every client is echoed.
-    fillers.truncate(fillers.len().saturating_sub(2 * CLIENTS));
+    fillers.truncate(fillers.len() - FREED);
     let lp4 = lp.clone();
     let outcome = run(&lp, 30, async move {
         loop {
