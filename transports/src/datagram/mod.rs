@@ -22,7 +22,7 @@ use crate::address::Address;
 use crate::error::invalid;
 use crate::flow::{FlowControl, FlowSignal, InvalidLimits};
 use crate::flow_signal;
-use crate::flush::{Flush, FlushList};
+use crate::flush::{Flush, FlushList, Listed};
 use crate::protocol::DatagramProtocol;
 
 /// The largest datagram received (asyncio's `max_size`, 256 KiB; semantics 160).
@@ -40,7 +40,7 @@ pub struct DatagramTransport {
     inner: Rc<DgramInner>,
 }
 
-struct DgramInner {
+pub(crate) struct DgramInner {
     lp: EventLoop,
     token: Cell<Option<IoToken>>,
     fd: RefCell<Option<OwnedFd>>,
@@ -150,7 +150,7 @@ impl DatagramTransport {
             .set(inner.queued.get() + data.len() + HEADER_SIZE);
         if inner.send_op.get().is_none() && !inner.listed.replace(true) {
             if let Some(me) = inner.me.borrow().upgrade() {
-                inner.flush_list.push(me as Rc<dyn Flush>);
+                inner.flush_list.push(Listed::Datagram(me));
             }
         }
         inner.check_flow(true);

@@ -38,12 +38,19 @@ impl StreamInner {
                 Some(value)
             }
             Err(payload) => {
-                let error = panic_error(method, &*payload);
-                self.report_fatal(method, &error);
-                self.force_close(Some(error));
+                self.protocol_panicked(method, payload);
                 None
             }
         }
+    }
+
+    /// A protocol method panicked: report it and abort (semantics 115, 116).
+    #[cold]
+    #[inline(never)]
+    fn protocol_panicked(&self, method: &'static str, payload: Box<dyn std::any::Any + Send>) {
+        let error = panic_error(method, &*payload);
+        self.report_fatal(method, &error);
+        self.force_close(Some(error));
     }
 
     /// Reports a failed protocol method to the loop's exception handler.

@@ -208,11 +208,18 @@ impl StreamInner {
             None => self.closing.get(),
             Some(Ok(())) => true,
             Some(Err(error)) => {
-                self.report_fatal("get_buffer", &error);
-                self.force_close(Some(error));
+                self.buffer_failed(error);
                 true
             }
         }
+    }
+
+    /// A buffered protocol gave an empty buffer: report it and abort (semantics 143).
+    #[cold]
+    #[inline(never)]
+    fn buffer_failed(&self, error: io::Error) {
+        self.report_fatal("get_buffer", &error);
+        self.force_close(Some(error));
     }
 
     /// End of stream from the peer (semantics 113, 167).
@@ -296,7 +303,9 @@ impl StreamInner {
     }
 }
 
-/// Copies `data` into a buffered protocol's buffers (semantics 142, 143).
+/// Copies `data` into a buffered protocol's buffers (semantics 142, 143). Out of line: the
+/// per-message path of a plain protocol stays small.
+#[inline(never)]
 fn feed_buffered(protocol: &mut dyn crate::BufferedProtocol, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         let buf = protocol.get_buffer(data.len());
