@@ -21,7 +21,7 @@ use socket2::{SockAddr, Socket};
 use crate::address::Address;
 use crate::error::invalid;
 use crate::flow::{FlowControl, FlowSignal, InvalidLimits};
-use crate::flow_signal;
+use crate::flow_signal::{self, DeferredFlow};
 use crate::flush::{Flush, FlushList, Listed};
 use crate::protocol::DatagramProtocol;
 
@@ -61,7 +61,7 @@ pub(crate) struct DgramInner {
     in_flight: Cell<usize>,
     send: RefCell<Option<op::SendMsg>>,
     flow: Cell<FlowControl>,
-    deferred_flow: RefCell<Vec<FlowSignal>>,
+    deferred_flow: DeferredFlow,
     listed: Cell<bool>,
     flush_list: Rc<FlushList>,
     me: RefCell<Weak<DgramInner>>,
@@ -104,7 +104,7 @@ impl DatagramTransport {
             in_flight: Cell::new(0),
             send: RefCell::new(None),
             flow: Cell::new(FlowControl::default()),
-            deferred_flow: RefCell::new(Vec::new()),
+            deferred_flow: DeferredFlow::default(),
             listed: Cell::new(false),
             flush_list: FlushList::of(lp),
             me: RefCell::new(me.clone()),

@@ -32,7 +32,7 @@ impl StreamInner {
         };
         match outcome {
             Ok(value) => {
-                if !self.deferred_flow.borrow().is_empty() {
+                if !self.deferred_flow.is_empty() {
                     self.deliver_deferred_flow();
                 }
                 Some(value)
@@ -76,7 +76,7 @@ impl StreamInner {
             self.call_once(&protocol, "connection_made", |p| {
                 p.connection_made(transport)
             });
-            if !self.deferred_flow.borrow().is_empty() {
+            if !self.deferred_flow.is_empty() {
                 self.deliver_deferred_flow();
             }
         }
@@ -125,7 +125,7 @@ impl StreamInner {
         let mut flow = self.flow.get();
         flow.forget_pause();
         self.flow.set(flow);
-        self.deferred_flow.borrow_mut().clear();
+        self.deferred_flow.clear();
         // A quiet send that finished unreported cannot be cancelled: reclaim it.
         self.settle_write();
         if let Some(id) = self.write_op.get() {

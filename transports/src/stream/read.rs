@@ -64,13 +64,23 @@ impl StreamInner {
     /// still in flight and the transport cannot finish yet.
     #[inline]
     pub(crate) fn deliver_chunk_now(&self, completion: &mut Completion) -> bool {
-        if Some(completion.id) != self.read_op.get()
-            || self.closing.get()
-            || self.must_queue()
+        // `must_queue()` without its queue test: chunks wait in `pending` only while
+        // paused, closing or with a delivery scheduled (each push goes with one of them).
+        // Only the multishot receive (the read op) has completions with `more`: every
+        // other op of a stream transport (send, write, pipe read, the single-shot poll
+        // watch) completes once.
+        debug_assert_eq!(Some(completion.id), self.read_op.get());
+        if self.closing.get()
+            || self.read_paused.get()
+            || self.delivery_scheduled.get()
             || !matches!(&completion.buf, Some(buf) if !buf.is_empty())
         {
             return false;
         }
+        debug_assert!(
+            self.pending.borrow().is_empty(),
+            "chunks pending with nothing to deliver them"
+        );
         let Some(buf) = completion.buf.take() else {
             return false;
         };
@@ -82,28 +92,15 @@ impl StreamInner {
         true
     }
 
-    /// A completion of the read op.
-    #[inline]
+    /// A completion of the read op other than a chunk `deliver_chunk_now` took: end of
+    /// stream, errors, cancels, pipe reads, chunks that must be queued.
     pub(crate) fn read_completed(&self, completion: &mut Completion) {
         if !completion.more {
             self.read_op.set(None);
-        } else if let Some(buf) = completion.buf.take() {
-            // The hot path: a chunk of the multishot receive, delivered straight from the
-            // pool buffer, which is recycled when `buf` drops at the end of this block.
-            if !buf.is_empty() && !self.closing.get() && !self.must_queue() {
-                if !self.deliver(&buf) {
-                    self.pending.borrow_mut().push_front(Chunk::Pooled(buf));
-                    self.schedule_delivery();
-                }
-                return;
-            }
-            completion.buf = Some(buf);
         }
         self.read_completed_slow(completion);
     }
 
-    /// Every other read completion: end of stream, errors, cancels, pipe reads, chunks that
-    /// must be queued.
     fn read_completed_slow(&self, completion: &mut Completion) {
         match std::mem::replace(&mut completion.result, Ok(0)) {
             Ok(0) if completion.buf.is_none() && !self.is_pipe_data(completion) => {

@@ -388,7 +388,7 @@ impl Flush for StreamInner {
             self.settle_write();
             self.submit_write();
         }
-        if !self.deferred_flow.borrow().is_empty() {
+        if !self.deferred_flow.is_empty() {
             self.deliver_deferred_flow();
         }
     }
