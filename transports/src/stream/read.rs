@@ -58,7 +58,8 @@ impl StreamInner {
     }
 
     /// The per-message case: a chunk of the multishot receive that can go straight to the
-    /// protocol. `false` (the completion untouched) when anything else must happen.
+    /// protocol. `false` (the completion untouched) when anything else must happen; after
+    /// `true` the completion may still hold the chunk, which the loop drops.
     ///
     /// Nothing else is needed after it: the receive goes on (`more`), so the read op is
     /// still in flight and the transport cannot finish yet.
@@ -70,24 +71,24 @@ impl StreamInner {
         // other op of a stream transport (send, write, pipe read, the single-shot poll
         // watch) completes once.
         debug_assert_eq!(Some(completion.id), self.read_op.get());
-        if self.closing.get()
-            || self.read_paused.get()
-            || self.delivery_scheduled.get()
-            || !matches!(&completion.buf, Some(buf) if !buf.is_empty())
-        {
+        if self.closing.get() || self.read_paused.get() || self.delivery_scheduled.get() {
             return false;
         }
+        let buf = match completion.buf.as_deref() {
+            Some(buf) if !buf.is_empty() => buf,
+            _ => return false,
+        };
         debug_assert!(
             self.pending.borrow().is_empty(),
             "chunks pending with nothing to deliver them"
         );
-        let Some(buf) = completion.buf.take() else {
-            return false;
-        };
-        // Delivered straight from the pool buffer, which is recycled when `buf` drops.
-        if !self.deliver(&buf) {
-            self.pending.borrow_mut().push_front(Chunk::Pooled(buf));
-            self.schedule_delivery();
+        // Delivered straight from the pool buffer, left in the completion: the loop drops
+        // it, recycling the buffer, as soon as this handler returns.
+        if !self.deliver(buf) {
+            if let Some(buf) = completion.buf.take() {
+                self.pending.borrow_mut().push_front(Chunk::Pooled(buf));
+                self.schedule_delivery();
+            }
         }
         true
     }
