@@ -6,7 +6,7 @@
 //! *delivers* the signal. Neither runs per message: a signal is raised only when the buffer
 //! crosses a water mark.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
@@ -41,6 +41,40 @@ impl WriteFlow for dyn DatagramProtocol {
     }
 }
 
+/// Flow signals raised while the protocol was busy, waiting, in order, for its current
+/// method to return.
+#[derive(Default)]
+pub(crate) struct DeferredFlow {
+    signals: RefCell<Vec<FlowSignal>>,
+    /// Whether `signals` is non-empty: one byte to test after every protocol call (once
+    /// per message) instead of a borrow and a length.
+    any: Cell<bool>,
+}
+
+impl DeferredFlow {
+    /// Whether no signal waits.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.any.get()
+    }
+
+    fn push(&self, signal: FlowSignal) {
+        self.signals.borrow_mut().push(signal);
+        self.any.set(true);
+    }
+
+    fn take(&self) -> Vec<FlowSignal> {
+        self.any.set(false);
+        std::mem::take(&mut *self.signals.borrow_mut())
+    }
+
+    /// Forgets the waiting signals.
+    pub(crate) fn clear(&self) {
+        self.any.set(false);
+        self.signals.borrow_mut().clear();
+    }
+}
+
 /// The protocol slot of a transport: `None` once `connection_lost` took it.
 pub(crate) type ProtocolSlot<P> = RefCell<Option<Rc<RefCell<P>>>>;
 
@@ -51,14 +85,14 @@ pub(crate) type ProtocolSlot<P> = RefCell<Option<Rc<RefCell<P>>>>;
 pub(crate) fn signal<P: WriteFlow + ?Sized>(
     lp: &EventLoop,
     slot: &ProtocolSlot<P>,
-    deferred: &RefCell<Vec<FlowSignal>>,
+    deferred: &DeferredFlow,
     signal: FlowSignal,
 ) {
     let Some(protocol) = slot.borrow().clone() else {
         return;
     };
     let Ok(mut guard) = protocol.try_borrow_mut() else {
-        deferred.borrow_mut().push(signal);
+        deferred.push(signal);
         return;
     };
     let method = match signal {
@@ -78,7 +112,7 @@ pub(crate) fn signal<P: WriteFlow + ?Sized>(
         );
     }
     // Writes made inside pause_writing/resume_writing may have raised a signal meanwhile.
-    if !deferred.borrow().is_empty() {
+    if !deferred.is_empty() {
         deliver_deferred(lp, slot, deferred);
     }
 }
@@ -87,9 +121,9 @@ pub(crate) fn signal<P: WriteFlow + ?Sized>(
 pub(crate) fn deliver_deferred<P: WriteFlow + ?Sized>(
     lp: &EventLoop,
     slot: &ProtocolSlot<P>,
-    deferred: &RefCell<Vec<FlowSignal>>,
+    deferred: &DeferredFlow,
 ) {
-    let signals = std::mem::take(&mut *deferred.borrow_mut());
+    let signals = deferred.take();
     for flow in signals {
         signal(lp, slot, deferred, flow);
     }

@@ -11,18 +11,30 @@ use std::rc::Rc;
 
 use ringloop_runtime::EventLoop;
 
+use crate::datagram::DgramInner;
+use crate::stream::StreamInner;
+
 /// Something with queued writes to submit before the next poll.
 pub(crate) trait Flush {
     /// Submits what was queued (called once per listing).
     fn flush(&self);
 }
 
+/// A transport on the flush list. An enum rather than `Rc<dyn Flush>`: the per-message
+/// flush is a direct (inlinable) call, not a virtual one.
+pub(crate) enum Listed {
+    /// A byte-stream transport.
+    Stream(Rc<StreamInner>),
+    /// A datagram transport.
+    Datagram(Rc<DgramInner>),
+}
+
 /// The transports of one loop waiting for the before-poll flush.
 #[derive(Default)]
 pub(crate) struct FlushList {
-    dirty: RefCell<Vec<Rc<dyn Flush>>>,
+    dirty: RefCell<Vec<Listed>>,
     /// The list being flushed, kept to reuse its allocation.
-    spare: RefCell<Vec<Rc<dyn Flush>>>,
+    spare: RefCell<Vec<Listed>>,
 }
 
 impl FlushList {
@@ -43,7 +55,7 @@ impl FlushList {
 
     /// Lists `item` for the next flush; the caller lists each item at most once per flush.
     #[inline]
-    pub(crate) fn push(&self, item: Rc<dyn Flush>) {
+    pub(crate) fn push(&self, item: Listed) {
         self.dirty.borrow_mut().push(item);
     }
 
@@ -60,7 +72,10 @@ impl FlushList {
         let mut batch = std::mem::take(&mut *self.spare.borrow_mut());
         std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
         for item in batch.drain(..) {
-            item.flush();
+            match item {
+                Listed::Stream(stream) => stream.flush(),
+                Listed::Datagram(dgram) => dgram.flush(),
+            }
         }
         *self.spare.borrow_mut() = batch;
     }

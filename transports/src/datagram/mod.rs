@@ -21,8 +21,8 @@ use socket2::{SockAddr, Socket};
 use crate::address::Address;
 use crate::error::invalid;
 use crate::flow::{FlowControl, FlowSignal, InvalidLimits};
-use crate::flow_signal;
-use crate::flush::{Flush, FlushList};
+use crate::flow_signal::{self, DeferredFlow};
+use crate::flush::{Flush, FlushList, Listed};
 use crate::protocol::DatagramProtocol;
 
 /// The largest datagram received (asyncio's `max_size`, 256 KiB; semantics 160).
@@ -40,7 +40,7 @@ pub struct DatagramTransport {
     inner: Rc<DgramInner>,
 }
 
-struct DgramInner {
+pub(crate) struct DgramInner {
     lp: EventLoop,
     token: Cell<Option<IoToken>>,
     fd: RefCell<Option<OwnedFd>>,
@@ -61,7 +61,7 @@ struct DgramInner {
     in_flight: Cell<usize>,
     send: RefCell<Option<op::SendMsg>>,
     flow: Cell<FlowControl>,
-    deferred_flow: RefCell<Vec<FlowSignal>>,
+    deferred_flow: DeferredFlow,
     listed: Cell<bool>,
     flush_list: Rc<FlushList>,
     me: RefCell<Weak<DgramInner>>,
@@ -104,7 +104,7 @@ impl DatagramTransport {
             in_flight: Cell::new(0),
             send: RefCell::new(None),
             flow: Cell::new(FlowControl::default()),
-            deferred_flow: RefCell::new(Vec::new()),
+            deferred_flow: DeferredFlow::default(),
             listed: Cell::new(false),
             flush_list: FlushList::of(lp),
             me: RefCell::new(me.clone()),
@@ -150,7 +150,7 @@ impl DatagramTransport {
             .set(inner.queued.get() + data.len() + HEADER_SIZE);
         if inner.send_op.get().is_none() && !inner.listed.replace(true) {
             if let Some(me) = inner.me.borrow().upgrade() {
-                inner.flush_list.push(me as Rc<dyn Flush>);
+                inner.flush_list.push(Listed::Datagram(me));
             }
         }
         inner.check_flow(true);

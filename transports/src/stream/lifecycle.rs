@@ -32,18 +32,25 @@ impl StreamInner {
         };
         match outcome {
             Ok(value) => {
-                if !self.deferred_flow.borrow().is_empty() {
+                if !self.deferred_flow.is_empty() {
                     self.deliver_deferred_flow();
                 }
                 Some(value)
             }
             Err(payload) => {
-                let error = panic_error(method, &*payload);
-                self.report_fatal(method, &error);
-                self.force_close(Some(error));
+                self.protocol_panicked(method, payload);
                 None
             }
         }
+    }
+
+    /// A protocol method panicked: report it and abort (semantics 115, 116).
+    #[cold]
+    #[inline(never)]
+    fn protocol_panicked(&self, method: &'static str, payload: Box<dyn std::any::Any + Send>) {
+        let error = panic_error(method, &*payload);
+        self.report_fatal(method, &error);
+        self.force_close(Some(error));
     }
 
     /// Reports a failed protocol method to the loop's exception handler.
@@ -69,7 +76,7 @@ impl StreamInner {
             self.call_once(&protocol, "connection_made", |p| {
                 p.connection_made(transport)
             });
-            if !self.deferred_flow.borrow().is_empty() {
+            if !self.deferred_flow.is_empty() {
                 self.deliver_deferred_flow();
             }
         }
@@ -118,7 +125,7 @@ impl StreamInner {
         let mut flow = self.flow.get();
         flow.forget_pause();
         self.flow.set(flow);
-        self.deferred_flow.borrow_mut().clear();
+        self.deferred_flow.clear();
         // A quiet send that finished unreported cannot be cancelled: reclaim it.
         self.settle_write();
         if let Some(id) = self.write_op.get() {

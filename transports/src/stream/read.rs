@@ -58,52 +58,50 @@ impl StreamInner {
     }
 
     /// The per-message case: a chunk of the multishot receive that can go straight to the
-    /// protocol. `false` (the completion untouched) when anything else must happen.
+    /// protocol. `false` (the completion untouched) when anything else must happen; after
+    /// `true` the completion may still hold the chunk, which the loop drops.
     ///
     /// Nothing else is needed after it: the receive goes on (`more`), so the read op is
     /// still in flight and the transport cannot finish yet.
     #[inline]
     pub(crate) fn deliver_chunk_now(&self, completion: &mut Completion) -> bool {
-        if Some(completion.id) != self.read_op.get()
-            || self.closing.get()
-            || self.must_queue()
-            || !matches!(&completion.buf, Some(buf) if !buf.is_empty())
-        {
+        // `must_queue()` without its queue test: chunks wait in `pending` only while
+        // paused, closing or with a delivery scheduled (each push goes with one of them).
+        // Only the multishot receive (the read op) has completions with `more`: every
+        // other op of a stream transport (send, write, pipe read, the single-shot poll
+        // watch) completes once.
+        debug_assert_eq!(Some(completion.id), self.read_op.get());
+        if self.closing.get() || self.read_paused.get() || self.delivery_scheduled.get() {
             return false;
         }
-        let Some(buf) = completion.buf.take() else {
-            return false;
+        let buf = match completion.buf.as_deref() {
+            Some(buf) if !buf.is_empty() => buf,
+            _ => return false,
         };
-        // Delivered straight from the pool buffer, which is recycled when `buf` drops.
-        if !self.deliver(&buf) {
-            self.pending.borrow_mut().push_front(Chunk::Pooled(buf));
-            self.schedule_delivery();
+        debug_assert!(
+            self.pending.borrow().is_empty(),
+            "chunks pending with nothing to deliver them"
+        );
+        // Delivered straight from the pool buffer, left in the completion: the loop drops
+        // it, recycling the buffer, as soon as this handler returns.
+        if !self.deliver(buf) {
+            if let Some(buf) = completion.buf.take() {
+                self.pending.borrow_mut().push_front(Chunk::Pooled(buf));
+                self.schedule_delivery();
+            }
         }
         true
     }
 
-    /// A completion of the read op.
-    #[inline]
+    /// A completion of the read op other than a chunk `deliver_chunk_now` took: end of
+    /// stream, errors, cancels, pipe reads, chunks that must be queued.
     pub(crate) fn read_completed(&self, completion: &mut Completion) {
         if !completion.more {
             self.read_op.set(None);
-        } else if let Some(buf) = completion.buf.take() {
-            // The hot path: a chunk of the multishot receive, delivered straight from the
-            // pool buffer, which is recycled when `buf` drops at the end of this block.
-            if !buf.is_empty() && !self.closing.get() && !self.must_queue() {
-                if !self.deliver(&buf) {
-                    self.pending.borrow_mut().push_front(Chunk::Pooled(buf));
-                    self.schedule_delivery();
-                }
-                return;
-            }
-            completion.buf = Some(buf);
         }
         self.read_completed_slow(completion);
     }
 
-    /// Every other read completion: end of stream, errors, cancels, pipe reads, chunks that
-    /// must be queued.
     fn read_completed_slow(&self, completion: &mut Completion) {
         match std::mem::replace(&mut completion.result, Ok(0)) {
             Ok(0) if completion.buf.is_none() && !self.is_pipe_data(completion) => {
@@ -208,11 +206,18 @@ impl StreamInner {
             None => self.closing.get(),
             Some(Ok(())) => true,
             Some(Err(error)) => {
-                self.report_fatal("get_buffer", &error);
-                self.force_close(Some(error));
+                self.buffer_failed(error);
                 true
             }
         }
+    }
+
+    /// A buffered protocol gave an empty buffer: report it and abort (semantics 143).
+    #[cold]
+    #[inline(never)]
+    fn buffer_failed(&self, error: io::Error) {
+        self.report_fatal("get_buffer", &error);
+        self.force_close(Some(error));
     }
 
     /// End of stream from the peer (semantics 113, 167).
@@ -296,7 +301,9 @@ impl StreamInner {
     }
 }
 
-/// Copies `data` into a buffered protocol's buffers (semantics 142, 143).
+/// Copies `data` into a buffered protocol's buffers (semantics 142, 143). Out of line: the
+/// per-message path of a plain protocol stays small.
+#[inline(never)]
 fn feed_buffered(protocol: &mut dyn crate::BufferedProtocol, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         let buf = protocol.get_buffer(data.len());

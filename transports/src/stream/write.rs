@@ -9,7 +9,7 @@ use super::{StreamInner, StreamKind};
 use crate::error::TransportError;
 use crate::flow::FlowSignal;
 use crate::flow_signal;
-use crate::flush::Flush;
+use crate::flush::{Flush, Listed};
 
 /// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 const LOG_THRESHOLD_FOR_LOST_WRITES: u32 = 5;
@@ -26,7 +26,11 @@ impl StreamInner {
 
     /// `write()` and `writelines()`.
     #[inline]
-    pub(crate) fn write(&self, data: &[u8], method: &'static str) -> Result<(), TransportError> {
+    pub(crate) fn write(
+        self: &Rc<Self>,
+        data: &[u8],
+        method: &'static str,
+    ) -> Result<(), TransportError> {
         if self.write_blocked.get() {
             return self.write_refused(data, method);
         }
@@ -64,17 +68,25 @@ impl StreamInner {
         let Some(id) = self.write_op.get() else {
             return false;
         };
-        if !self.write_quiet.get()
-            || self.aborted.get()
-            || self.closing.get()
-            || self.eof_requested.get()
-            || self.flow.get().is_paused()
-            || self.wbuf.borrow().is_empty()
-        {
+        if !self.write_quiet.get() {
             return false;
         }
+        // A send is quiet only while nobody waits for its outcome: `close()`, `abort()`,
+        // `write_eof()` and pausing the protocol all settle it first (which makes it loud),
+        // so none of them needs checking here. (Abandoning at loop close does not settle,
+        // but it empties the flush list first: no flush follows.)
+        debug_assert!(
+            !self.aborted.get()
+                && !self.closing.get()
+                && !self.eof_requested.get()
+                && !self.flow.get().is_paused(),
+            "a quiet send outlived what settles it"
+        );
         // No protocol code runs inside `resend_op`: the borrow cannot be re-entered.
         let mut wbuf = self.wbuf.borrow_mut();
+        if wbuf.is_empty() {
+            return false;
+        }
         let data = std::mem::take(&mut *wbuf);
         let len = data.len();
         match self.lp.resend_op(id, data) {
@@ -134,17 +146,17 @@ impl StreamInner {
     }
 
     /// Puts the transport on the loop's flush list (once per iteration).
+    ///
+    /// Only `write()` lists, and only while writing is allowed, so never after teardown:
+    /// the handle's own `Rc` is cloned (cheaper than upgrading `me`).
     #[inline]
-    fn list_for_flush(&self) {
+    fn list_for_flush(self: &Rc<Self>) {
         // A loud send in flight submits the rest from its completion; a quiet one is
         // reclaimed by the flush.
         if (self.write_op.get().is_some() && !self.write_quiet.get()) || self.listed.replace(true) {
             return;
         }
-        match self.me.borrow().upgrade() {
-            Some(me) => self.flush_list.push(me as Rc<dyn Flush>),
-            None => self.listed.set(false),
-        }
+        self.flush_list.push(Listed::Stream(Rc::clone(self)));
     }
 
     /// Submits the queued bytes as one send, if none is in flight.
@@ -329,7 +341,10 @@ impl StreamInner {
         flow_signal::signal(&self.lp, &self.protocol, &self.deferred_flow, signal);
     }
 
-    /// Delivers flow signals raised while the protocol was busy.
+    /// Delivers flow signals raised while the protocol was busy. Rare, and out of line so
+    /// that the per-message callers that check for it stay small.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn deliver_deferred_flow(&self) {
         flow_signal::deliver_deferred(&self.lp, &self.protocol, &self.deferred_flow);
     }
@@ -366,13 +381,14 @@ impl StreamInner {
 }
 
 impl Flush for StreamInner {
+    #[inline]
     fn flush(&self) {
         self.listed.set(false);
         if !self.resend_quietly() {
             self.settle_write();
             self.submit_write();
         }
-        if !self.deferred_flow.borrow().is_empty() {
+        if !self.deferred_flow.is_empty() {
             self.deliver_deferred_flow();
         }
     }
