@@ -28,7 +28,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::ops::Deref;
-use std::rc::Rc;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 /// How many buffers a ring starts with published (fewer when the pool is smaller).
@@ -62,7 +62,7 @@ pub(crate) struct RingShared {
 impl Drop for RingShared {
     fn drop(&mut self) {
         // SAFETY: `base` was allocated with `layout` by `BufPool::with_ring` and is freed
-        // only here, when the last `Rc` to the pool is gone. The ring is unregistered (or the
+        // only here, when the pool is freed (see `BufPool`). The ring is unregistered (or the
         // ring fd closed) before that: `RecvBuf`s outlive neither the pool memory nor this.
         unsafe { std::alloc::dealloc(self.base.cast(), self.layout) };
     }
@@ -82,8 +82,11 @@ struct PoolInner {
     mem: *mut u8,
     size: usize,
     count: u16,
-    /// Buffers handed out as `RecvBuf`s and not yet dropped.
+    /// Buffers handed out as `RecvBuf`s and not yet dropped; also what keeps the pool alive
+    /// once its `BufPool` is gone.
     in_use: Cell<u16>,
+    /// The `BufPool` was dropped while `RecvBuf`s were out: the last of them frees the pool.
+    orphaned: Cell<bool>,
     recycler: Recycler,
 }
 
@@ -91,8 +94,8 @@ impl Drop for PoolInner {
     fn drop(&mut self) {
         let len = usize::from(self.count) * self.size;
         // SAFETY: `mem` came from `Box::<[u8]>::into_raw` of exactly `len` bytes in
-        // `BufPool::build` and is freed only here, once no `RecvBuf` or backend holds the
-        // pool (they all hold an `Rc` to it).
+        // `BufPool::build` and is freed only here, once neither the `BufPool` nor any
+        // `RecvBuf` refers to the pool (see `BufPool`).
         drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.mem, len)) });
     }
 }
@@ -108,7 +111,7 @@ impl PoolInner {
     #[inline]
     fn recycle(&self, id: u16) {
         match &self.recycler {
-            Recycler::FreeList(free) => free.borrow_mut().push(id),
+            Recycler::FreeList(free) => push_free(free, id),
             Recycler::Ring(ring) if self.in_use.get() >= ring.publish_from.get() => {
                 self.publish(ring, id);
             }
@@ -196,10 +199,35 @@ impl PoolInner {
     }
 }
 
+/// Returns buffer `id` to a free list: out of line, so that the ring's path (the one the
+/// kernel consumes from, per chunk) needs fewer registers where `RecvBuf`s drop.
+#[inline(never)]
+fn push_free(free: &RefCell<Vec<u16>>, id: u16) {
+    free.borrow_mut().push(id);
+}
+
 /// A pool of equal receive buffers shared by all multishot receives of one proactor.
-#[derive(Clone)]
+///
+/// The backend owns it; every [`RecvBuf`] of it points to it too, counted by
+/// `PoolInner::in_use` rather than by an `Rc` (which would cost a count up and down per
+/// chunk on top of `in_use`). The pool is freed by whichever goes last: the `BufPool`, or
+/// the last `RecvBuf` out when the `BufPool` is already gone.
 pub(crate) struct BufPool {
-    inner: Rc<PoolInner>,
+    inner: NonNull<PoolInner>,
+}
+
+impl Drop for BufPool {
+    fn drop(&mut self) {
+        let inner = self.inner();
+        if inner.in_use.get() > 0 {
+            // The last `RecvBuf` dropped frees it.
+            inner.orphaned.set(true);
+            return;
+        }
+        // SAFETY: `inner` came from `Box::leak` in `BufPool::build`; no `RecvBuf` points to
+        // it (`in_use` is 0) and this sole `BufPool` is going, so nothing refers to it after.
+        drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
+    }
 }
 
 impl BufPool {
@@ -253,11 +281,11 @@ impl BufPool {
             unsafe { (*base.add(i)).set_len(len) };
         }
         let pool = BufPool::build(count, size, Recycler::Ring(ring));
-        if let Recycler::Ring(ring) = &pool.inner.recycler {
+        if let Recycler::Ring(ring) = &pool.inner().recycler {
             for id in 0..depth {
-                pool.inner.publish(ring, id);
+                pool.inner().publish(ring, id);
             }
-            pool.inner.retune(ring);
+            pool.inner().retune(ring);
         }
         Ok(pool)
     }
@@ -266,19 +294,26 @@ impl BufPool {
         let mem =
             Box::into_raw(vec![0u8; usize::from(count) * size].into_boxed_slice()).cast::<u8>();
         BufPool {
-            inner: Rc::new(PoolInner {
+            inner: NonNull::from(Box::leak(Box::new(PoolInner {
                 mem,
                 size,
                 count,
                 in_use: Cell::new(0),
+                orphaned: Cell::new(false),
                 recycler,
-            }),
+            }))),
         }
+    }
+
+    #[inline]
+    fn inner(&self) -> &PoolInner {
+        // SAFETY: the pool lives at least as long as its `BufPool` (see the type's docs).
+        unsafe { self.inner.as_ref() }
     }
 
     /// The ring's base address, for `register_buf_ring` (ring pools only).
     pub(crate) fn ring_addr(&self) -> Option<u64> {
-        match &self.inner.recycler {
+        match &self.inner().recycler {
             Recycler::Ring(ring) => Some(ring.base as u64),
             Recycler::FreeList(_) => None,
         }
@@ -286,38 +321,38 @@ impl BufPool {
 
     /// Whether buffers return to a kernel-registered ring.
     pub(crate) fn is_ring(&self) -> bool {
-        matches!(self.inner.recycler, Recycler::Ring(_))
+        matches!(self.inner().recycler, Recycler::Ring(_))
     }
 
     /// How many buffers are held by `RecvBuf`s right now.
     pub(crate) fn in_use(&self) -> u16 {
-        self.inner.in_use.get()
+        self.inner().in_use.get()
     }
 
     /// The buffers' memory (base and length), for the buffer audit.
     pub(crate) fn memory(&self) -> (*const u8, usize) {
         (
-            self.inner.mem,
-            usize::from(self.inner.count) * self.inner.size,
+            self.inner().mem,
+            usize::from(self.inner().count) * self.inner().size,
         )
     }
 
     /// The number of buffers.
     pub(crate) fn count(&self) -> u16 {
-        self.inner.count
+        self.inner().count
     }
 
     /// The size of each buffer.
     pub(crate) fn buf_size(&self) -> usize {
-        self.inner.size
+        self.inner().size
     }
 
     /// Takes a free buffer (free-list pools only): its id and writable memory.
     pub(crate) fn take(&self) -> Option<(u16, *mut u8)> {
-        match &self.inner.recycler {
+        match &self.inner().recycler {
             Recycler::FreeList(free) => {
                 let id = free.borrow_mut().pop()?;
-                Some((id, self.inner.buf_ptr(id)))
+                Some((id, self.inner().buf_ptr(id)))
             }
             Recycler::Ring(_) => None,
         }
@@ -325,18 +360,18 @@ impl BufPool {
 
     /// Returns an unused buffer taken with [`BufPool::take`].
     pub(crate) fn give_back(&self, id: u16) {
-        self.inner.recycle(id);
+        self.inner().recycle(id);
     }
 
     /// Wraps buffer `id`, into which the kernel (or the backend) wrote `len` bytes.
     #[inline]
     pub(crate) fn filled(&self, id: u16, len: usize) -> RecvBuf {
-        debug_assert!(id < self.inner.count && len <= self.inner.size);
-        self.inner.in_use.set(self.inner.in_use.get() + 1);
+        debug_assert!(id < self.inner().count && len <= self.inner().size);
+        self.inner().in_use.set(self.inner().in_use.get() + 1);
         RecvBuf(Repr::Pooled {
-            pool: Rc::clone(&self.inner),
+            pool: self.inner,
             id,
-            len: len.min(self.inner.size) as u32,
+            len: len.min(self.inner().size) as u32,
         })
     }
 
@@ -344,31 +379,31 @@ impl BufPool {
     /// was received since it last grew, and publishes spares up to the depth. Returns
     /// whether it published any, i.e. whether a receive re-armed now finds a buffer.
     pub(crate) fn ran_dry(&self) -> bool {
-        let Recycler::Ring(ring) = &self.inner.recycler else {
+        let Recycler::Ring(ring) = &self.inner().recycler else {
             return false;
         };
         let depth = ring.depth.get();
         let received = self
-            .inner
+            .inner()
             .consumed(ring)
             .wrapping_sub(ring.consumed_at_growth.get());
-        if received >= depth && depth < self.inner.count {
-            let deeper = depth.saturating_mul(2).min(self.inner.count);
+        if received >= depth && depth < self.inner().count {
+            let deeper = depth.saturating_mul(2).min(self.inner().count);
             tracing::debug!(
                 from = depth,
                 to = deeper,
                 "provided-buffer ring ran dry; keeping more buffers published"
             );
             ring.depth.set(deeper);
-            ring.consumed_at_growth.set(self.inner.consumed(ring));
+            ring.consumed_at_growth.set(self.inner().consumed(ring));
         }
-        self.inner.top_up(ring) > 0
+        self.inner().top_up(ring) > 0
     }
 
     /// How many buffers the ring keeps published (`None` for free-list pools).
     #[cfg(test)]
     pub(crate) fn ring_depth(&self) -> Option<u16> {
-        match &self.inner.recycler {
+        match &self.inner().recycler {
             Recycler::Ring(ring) => Some(ring.depth.get()),
             Recycler::FreeList(_) => None,
         }
@@ -378,15 +413,16 @@ impl BufPool {
 impl fmt::Debug for BufPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BufPool")
-            .field("count", &self.inner.count)
-            .field("size", &self.inner.size)
+            .field("count", &self.inner().count)
+            .field("size", &self.inner().size)
             .finish()
     }
 }
 
 enum Repr {
     Pooled {
-        pool: Rc<PoolInner>,
+        /// Kept alive by this chunk's count in `in_use` (see `BufPool`).
+        pool: NonNull<PoolInner>,
         id: u16,
         len: u32,
     },
@@ -427,8 +463,9 @@ impl Deref for RecvBuf {
             // SAFETY: buffer `id` holds `len <= size` bytes written before this `RecvBuf`
             // was made, and nobody writes to it until the `RecvBuf` is dropped and recycles
             // it: the kernel and the backends only fill buffers that are in the free set.
+            // The pool outlives every `RecvBuf` of it (see `BufPool`).
             Repr::Pooled { pool, id, len } => unsafe {
-                std::slice::from_raw_parts(pool.buf_ptr(*id), *len as usize)
+                std::slice::from_raw_parts(pool.as_ref().buf_ptr(*id), *len as usize)
             },
             Repr::Owned(data) => data,
         }
@@ -436,12 +473,28 @@ impl Deref for RecvBuf {
 }
 
 impl Drop for RecvBuf {
+    #[inline]
     fn drop(&mut self) {
-        if let Repr::Pooled { pool, id, .. } = &self.0 {
-            pool.in_use.set(pool.in_use.get().wrapping_sub(1));
+        if let Repr::Pooled { pool: ptr, id, .. } = &self.0 {
+            // SAFETY: this chunk's count in `in_use` keeps the pool alive (see `BufPool`).
+            let pool = unsafe { ptr.as_ref() };
+            let in_use = pool.in_use.get().wrapping_sub(1);
+            pool.in_use.set(in_use);
             pool.recycle(*id);
+            if pool.orphaned.get() && in_use == 0 {
+                free_orphaned(*ptr);
+            }
         }
     }
+}
+
+/// Frees a pool whose `BufPool` is gone, once its last `RecvBuf` went too.
+#[cold]
+fn free_orphaned(pool: NonNull<PoolInner>) {
+    // SAFETY: the pool came from `Box::leak` in `BufPool::build`; its `BufPool` is gone
+    // (`orphaned`) and the last `RecvBuf` of it is being dropped (`in_use` is 0), so nothing
+    // refers to it after this.
+    drop(unsafe { Box::from_raw(pool.as_ptr()) });
 }
 
 impl fmt::Debug for RecvBuf {
@@ -469,7 +522,7 @@ mod tests {
     }
 
     fn ring(pool: &BufPool) -> &RingShared {
-        match &pool.inner.recycler {
+        match &pool.inner().recycler {
             Recycler::Ring(ring) => ring,
             Recycler::FreeList(_) => unreachable!("a ring pool"),
         }
@@ -517,7 +570,7 @@ mod tests {
         }
         assert_eq!(seen.len(), usize::from(INITIAL_RING_DEPTH));
         assert!(seen.iter().all(|&id| id < INITIAL_RING_DEPTH));
-        assert_eq!(pool.inner.in_ring(ring(&pool)), INITIAL_RING_DEPTH);
+        assert_eq!(pool.inner().in_ring(ring(&pool)), INITIAL_RING_DEPTH);
     }
 
     #[test]
@@ -544,7 +597,7 @@ mod tests {
         let last = pooled_id(held.last().unwrap());
         drop(held);
         assert_eq!(pool.in_use(), 0);
-        assert_eq!(pool.inner.in_ring(ring(&pool)), depth);
+        assert_eq!(pool.inner().in_ring(ring(&pool)), depth);
         assert_eq!(ring(&pool).spare.borrow().last(), Some(&last));
         // Empty the ring again: the next buffer the kernel gets is the last one freed.
         let mut again = Vec::new();
@@ -566,7 +619,7 @@ mod tests {
         // Many receives report ENOBUFS from one burst: the depth doubles once.
         assert!(pool.ran_dry(), "spares were published");
         assert_eq!(pool.ring_depth(), Some(32));
-        assert_eq!(pool.inner.in_ring(ring(&pool)), 32);
+        assert_eq!(pool.inner().in_ring(ring(&pool)), 32);
         assert!(!pool.ran_dry(), "the ring is full: nothing more to publish");
         assert_eq!(pool.ring_depth(), Some(32), "grew twice for one burst");
         // Another ring's worth received, and dry again: it doubles again, up to the count.

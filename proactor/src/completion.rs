@@ -61,6 +61,24 @@ impl Completion {
         )
     }
 
+    /// Whether dropping the completion frees nothing: no op, no buffer, no error (what a
+    /// handler that took what it wanted leaves). The per-message path checks this inline and
+    /// forgets such a completion rather than call the general drop glue.
+    #[inline]
+    pub fn holds_nothing(&self) -> bool {
+        // Exhaustive, so that a field added later is considered here.
+        let Completion {
+            token: _,
+            id: _,
+            result,
+            more: _,
+            op,
+            buf,
+            yields_fd: _,
+        } = self;
+        result.is_ok() && op.is_none() && buf.is_none()
+    }
+
     /// Converts a kernel-style result (`-errno` or a value) into `io::Result`.
     pub(crate) fn result_from_raw(raw: i32) -> io::Result<u32> {
         if raw < 0 {
@@ -95,4 +113,12 @@ pub(crate) struct RawCompletion {
     pub(crate) more: bool,
     /// A received chunk (multishot receives).
     pub(crate) buf: Option<RecvBuf>,
+    /// Whether the backend found the op in the table and the completion is one the caller
+    /// gets as it is: `more` set, a success (`result >= 0`), from a live op (not detached,
+    /// not the proactor's wake-up read) that yields no fd. The front end then hands it on,
+    /// with `token`, without looking the op up again.
+    pub(crate) routed: bool,
+    /// The op's token, if `routed` (a separate field, not an `Option`, so that the flag
+    /// packs beside `more` and the struct stays small: it is moved per completion).
+    pub(crate) token: u64,
 }

@@ -267,7 +267,9 @@ impl Proactor {
         entry.state = OpState::Active;
         entry.result = 0;
         audit::lend(&entry.op);
-        self.driver.restart(&mut self.table, id);
+        if !self.driver.restart_in_place(id, &mut entry.op) {
+            self.driver.restart(&mut self.table, id);
+        }
         Ok(old)
     }
 
@@ -349,9 +351,37 @@ impl Proactor {
     #[inline]
     pub fn pop(&mut self) -> Option<Completion> {
         loop {
-            let raw = self.driver.pop(&mut self.table)?;
-            if let Some(completion) = self.deliver(raw) {
-                return Some(completion);
+            // A routed completion is taken apart where the backend left it: unwrapping the
+            // whole `RawCompletion` first costs a copy per message.
+            match self.driver.pop(&mut self.table) {
+                Some(RawCompletion {
+                    routed: true,
+                    id,
+                    result,
+                    more,
+                    buf,
+                    token,
+                }) => {
+                    debug_assert!(
+                        more && result >= 0,
+                        "only successful `more` completions are routed"
+                    );
+                    return Some(Completion {
+                        token,
+                        id,
+                        result: Ok(result as u32),
+                        more: true,
+                        op: None,
+                        buf,
+                        yields_fd: false,
+                    });
+                }
+                Some(raw) => {
+                    if let Some(completion) = self.deliver(raw) {
+                        return Some(completion);
+                    }
+                }
+                None => return None,
             }
         }
     }
@@ -362,8 +392,8 @@ impl Proactor {
         self.table.len() - usize::from(self.wake_op.is_some())
     }
 
-    /// Routes one raw completion: to the caller, or consumed here (wake-up reads and
-    /// detached ops).
+    /// Routes one raw completion that the backend did not route: to the caller, or consumed
+    /// here (quiet ops, wake-up reads and detached ops).
     #[inline]
     fn deliver(&mut self, raw: RawCompletion) -> Option<Completion> {
         let RawCompletion {
@@ -371,6 +401,8 @@ impl Proactor {
             result,
             more,
             buf,
+            routed: _,
+            token: _,
         } = raw;
         let entry = self.table.get_mut(id)?;
         if entry.quiet && !more && entry.state == OpState::Active && entry.op.done_by(result) {

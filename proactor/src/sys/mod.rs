@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use crate::buf::BufPool;
 use crate::completion::RawCompletion;
+use crate::op::Op;
 use crate::table::{OpId, OpTable};
 use crate::{BackendKind, Features};
 
@@ -47,6 +48,12 @@ pub(crate) trait Backend {
     /// kept its table entry and id (`Proactor::resend`).
     fn restart(&mut self, table: &mut OpTable, id: OpId) {
         self.push(table, id);
+    }
+    /// [`restart`](Backend::restart) for a caller that holds the op's table entry: starts
+    /// `op` (the op at `id`) without looking it up, or returns `false`, having changed
+    /// nothing, when it cannot (then `restart` it).
+    fn restart_in_place(&mut self, _id: OpId, _op: &mut Op) -> bool {
+        false
     }
     /// Asks for the op at `id` to finish early.
     fn cancel(&mut self, table: &mut OpTable, id: OpId);
@@ -105,6 +112,10 @@ impl Backend for Driver {
     #[inline]
     fn restart(&mut self, table: &mut OpTable, id: OpId) {
         delegate!(self, d => d.restart(table, id))
+    }
+    #[inline]
+    fn restart_in_place(&mut self, id: OpId, op: &mut Op) -> bool {
+        delegate!(self, d => d.restart_in_place(id, op))
     }
     #[inline]
     fn cancel(&mut self, table: &mut OpTable, id: OpId) {

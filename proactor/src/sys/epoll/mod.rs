@@ -200,6 +200,8 @@ impl Driver {
             result,
             more: false,
             buf: None,
+            routed: false,
+            token: 0,
         });
     }
 
@@ -232,6 +234,8 @@ impl Driver {
                 result: -libc::ECANCELED,
                 more: false,
                 buf: None,
+                routed: false,
+                token: 0,
             });
         }
         self.orphans = orphans;
@@ -432,6 +436,8 @@ impl Driver {
                         result: revents as i32,
                         more: true,
                         buf: None,
+                        routed: false,
+                        token: 0,
                     });
                 }
                 self.registry.state(fd).polls.push_back(id);
@@ -528,6 +534,8 @@ impl Driver {
                     result: hit as i32,
                     more: true,
                     buf: None,
+                    routed: false,
+                    token: 0,
                 });
                 self.registry.state(fd).polls.push_back(id);
             } else {

@@ -410,6 +410,8 @@ pub(super) fn recv_multi(fd: RawFd, sink: Sink<'_>) -> Progress {
             result: n as i32,
             more: true,
             buf: Some(chunk),
+            routed: false,
+            token: 0,
         });
         if n < len && sink.short_drains {
             return Progress::Again;
@@ -435,6 +437,8 @@ fn accept_multi(op: &mut op::AcceptMulti, sink: Sink<'_>) -> Progress {
                 result: new_fd as i32,
                 more: true,
                 buf: None,
+                routed: false,
+                token: 0,
             }),
             other => return progress(other),
         }

@@ -46,7 +46,7 @@ use crate::completion::RawCompletion;
 use crate::error::SetupError;
 use crate::op::Op;
 use crate::sys::{Backend, Config};
-use crate::table::{OpId, OpTable};
+use crate::table::{OpId, OpState, OpTable};
 use crate::{BackendKind, Features};
 
 use setup::{Caps, EnterTarget};
@@ -139,7 +139,7 @@ impl Driver {
         if !more {
             self.in_kernel = self.in_kernel.saturating_sub(1);
         }
-        let Some(entry) = table.get(id) else {
+        let Some(entry) = table.get_mut(id) else {
             // Ops leave the table only after their final CQE, so this is a driver bug;
             // recycle a provided buffer the CQE may carry rather than lose it.
             if let Some(bid) = cqueue::buffer_select(flags) {
@@ -150,23 +150,36 @@ impl Driver {
         };
         if !more {
             self.slots.get(id).stage = Stage::Done;
+            if entry.quiet && entry.state == OpState::Active && entry.op.done_by(res) {
+                // The per-message send, settled here rather than through a `RawCompletion`
+                // and a second lookup in the front end (which would do the same: see
+                // `Proactor::deliver`).
+                entry.state = OpState::Finished;
+                entry.result = res;
+                return None;
+            }
+        }
+        if let Op::RecvMulti(_) = &entry.op {
+            // The per-message case, inline: data in a ring buffer, the multishot goes on.
+            // (A single receive standing in for the multishot never sets `more`.) Tested
+            // before the `match` below, which compiles to a jump table.
+            if more && res > 0 && self.slots.get(id).buf.is_none() {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    // Routed here, from the entry at hand, unless the front end must
+                    // consume it (a detached op).
+                    return Some(RawCompletion {
+                        id,
+                        result: res,
+                        more,
+                        buf: Some(self.pool.filled(bid, res as usize)),
+                        routed: entry.state != OpState::Detached,
+                        token: entry.token,
+                    });
+                }
+            }
+            return self.on_recv_multi(table, id, res, flags);
         }
         match &entry.op {
-            Op::RecvMulti(_) => {
-                // The per-message case, inline: data in a ring buffer, the multishot goes on.
-                // (A single receive standing in for the multishot never sets `more`.)
-                if more && res > 0 && self.slots.get(id).buf.is_none() {
-                    if let Some(bid) = cqueue::buffer_select(flags) {
-                        return Some(RawCompletion {
-                            id,
-                            result: res,
-                            more,
-                            buf: Some(self.pool.filled(bid, res as usize)),
-                        });
-                    }
-                }
-                self.on_recv_multi(table, id, res, flags)
-            }
             Op::AcceptMulti(_) => self.on_multi(table, id, res, more),
             Op::PollAdd(poll) if poll.multishot => self.on_multi(table, id, res, more),
             Op::WaitId(_) if !self.caps.waitid => self.on_pidfd_poll(table, id, res),
@@ -175,6 +188,8 @@ impl Driver {
                 result: res,
                 more,
                 buf: None,
+                routed: false,
+                token: 0,
             }),
         }
     }
@@ -192,6 +207,11 @@ impl Backend for Driver {
     #[inline]
     fn restart(&mut self, table: &mut OpTable, id: OpId) {
         self.start(table, id);
+    }
+
+    #[inline]
+    fn restart_in_place(&mut self, id: OpId, op: &mut Op) -> bool {
+        self.restart_send(id, op)
     }
 
     fn cancel(&mut self, table: &mut OpTable, id: OpId) {

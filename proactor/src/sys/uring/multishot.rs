@@ -28,6 +28,8 @@ pub(super) fn last(id: OpId, result: i32) -> RawCompletion {
         result,
         more: false,
         buf: None,
+        routed: false,
+        token: 0,
     }
 }
 
@@ -38,6 +40,8 @@ fn event(id: OpId, result: i32) -> RawCompletion {
         result,
         more: true,
         buf: None,
+        routed: false,
+        token: 0,
     }
 }
 

@@ -145,9 +145,20 @@ impl Slots {
 
     #[inline]
     fn entry(&mut self, index: usize) -> &mut Slot {
-        if index >= self.0.len() {
-            self.0.resize_with(index + 1, Slot::default);
+        // One bounds check on the per-op paths (indexing after a length test would repeat
+        // it).
+        if index < self.0.len() {
+            return &mut self.0[index];
         }
+        self.grow(index)
+    }
+
+    /// Makes room for slot `index` (a new op took a slot index never used before): out of
+    /// line, so that the per-op paths stay small.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, index: usize) -> &mut Slot {
+        self.0.resize_with(index + 1, Slot::default);
         &mut self.0[index]
     }
 }

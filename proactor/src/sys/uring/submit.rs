@@ -69,6 +69,30 @@ impl Driver {
         self.backlog.push_back(Queued::Op(id));
     }
 
+    /// Starts again send `id`, whose op the caller holds (so it is not looked up again), when
+    /// nothing is backlogged and the SQ has room. `false` (nothing changed) otherwise, or for
+    /// any other op: then `start` it.
+    #[inline]
+    pub(super) fn restart_send(&mut self, id: OpId, op: &mut Op) -> bool {
+        let Op::Send(send) = op else {
+            return false;
+        };
+        if !self.backlog.is_empty() {
+            return false;
+        }
+        let mut sq = self.ring.submission();
+        if sq.is_full() {
+            return false;
+        }
+        self.slots.get(id).stage = Stage::Kernel;
+        self.in_kernel += 1;
+        // SAFETY: as in `issue`: the SQE points into the op's heap buffer, which stays valid
+        // and in place until the front end removes the op after its final CQE.
+        let pushed = unsafe { sq.push(&prep::send(send).user_data(id.user_data())) };
+        debug_assert!(pushed.is_ok(), "the SQ had room a moment ago");
+        true
+    }
+
     /// Prepares op `id` and puts its SQE in the SQ. `false` (nothing changed) when the SQ is
     /// full.
     #[inline]
