@@ -29,12 +29,55 @@ pub(crate) enum Listed {
     Datagram(Rc<DgramInner>),
 }
 
-/// The transports of one loop waiting for the before-poll flush.
+/// The transports of one loop waiting for the before-poll flush: one list per kind, so
+/// that the per-message entry is a bare `Rc` (no tag to store and test).
 #[derive(Default)]
 pub(crate) struct FlushList {
-    dirty: RefCell<Vec<Listed>>,
-    /// The list being flushed, kept to reuse its allocation.
-    spare: RefCell<Vec<Listed>>,
+    streams: Batches<StreamInner>,
+    datagrams: Batches<DgramInner>,
+}
+
+/// The listed transports of one kind, and the list being flushed (kept for its allocation).
+struct Batches<T> {
+    dirty: RefCell<Vec<Rc<T>>>,
+    spare: RefCell<Vec<Rc<T>>>,
+}
+
+impl<T> Default for Batches<T> {
+    fn default() -> Self {
+        Batches {
+            dirty: RefCell::new(Vec::new()),
+            spare: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl<T: Flush> Batches<T> {
+    #[inline]
+    fn push(&self, item: Rc<T>) {
+        self.dirty.borrow_mut().push(item);
+    }
+
+    fn clear(&self) {
+        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+        drop(dirty);
+        let spare = std::mem::take(&mut *self.spare.borrow_mut());
+        drop(spare);
+    }
+
+    /// Flushes every listed item. Items listed while flushing wait for the next round.
+    #[inline]
+    fn flush_all(&self) {
+        if self.dirty.borrow().is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut *self.spare.borrow_mut());
+        std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
+        for item in batch.drain(..) {
+            item.flush();
+        }
+        *self.spare.borrow_mut() = batch;
+    }
 }
 
 impl FlushList {
@@ -56,27 +99,21 @@ impl FlushList {
     /// Lists `item` for the next flush; the caller lists each item at most once per flush.
     #[inline]
     pub(crate) fn push(&self, item: Listed) {
-        self.dirty.borrow_mut().push(item);
+        match item {
+            Listed::Stream(stream) => self.streams.push(stream),
+            Listed::Datagram(dgram) => self.datagrams.push(dgram),
+        }
     }
 
     /// Forgets every listed item (the loop closed; no flush will come).
     pub(crate) fn clear(&self) {
-        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
-        drop(dirty);
-        let spare = std::mem::take(&mut *self.spare.borrow_mut());
-        drop(spare);
+        self.streams.clear();
+        self.datagrams.clear();
     }
 
     /// Flushes every listed item. Items listed while flushing wait for the next round.
     pub(crate) fn flush_all(&self) {
-        let mut batch = std::mem::take(&mut *self.spare.borrow_mut());
-        std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
-        for item in batch.drain(..) {
-            match item {
-                Listed::Stream(stream) => stream.flush(),
-                Listed::Datagram(dgram) => dgram.flush(),
-            }
-        }
-        *self.spare.borrow_mut() = batch;
+        self.streams.flush_all();
+        self.datagrams.flush_all();
     }
 }

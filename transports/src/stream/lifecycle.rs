@@ -19,7 +19,9 @@ impl StreamInner {
     /// `Fatal error: protocol.<method>() call failed.` and the transport is aborted with the
     /// panic as the error (semantics 115, 116). Flow signals raised meanwhile are delivered
     /// after `f` returns.
-    #[inline]
+    ///
+    /// Always inlined: once per chunk, its frame would cost more than its body.
+    #[inline(always)]
     pub(crate) fn with_protocol<R>(
         &self,
         method: &'static str,
@@ -99,6 +101,7 @@ impl StreamInner {
             return;
         }
         self.closing.set(true);
+        self.refresh_read_gate();
         self.write_blocked.set(true);
         // asyncio's close() counts as the first "lost" write (semantics 125).
         self.dropped_writes.set(self.dropped_writes.get().max(1));
@@ -118,6 +121,7 @@ impl StreamInner {
             *self.lost_error.borrow_mut() = error;
         }
         self.closing.set(true);
+        self.refresh_read_gate();
         self.write_blocked.set(true);
         self.aborted.set(true);
         self.dropped_writes.set(self.dropped_writes.get().max(1));

@@ -65,13 +65,15 @@ impl StreamInner {
     /// still in flight and the transport cannot finish yet.
     #[inline]
     pub(crate) fn deliver_chunk_now(&self, completion: &mut Completion) -> bool {
-        // `must_queue()` without its queue test: chunks wait in `pending` only while
-        // paused, closing or with a delivery scheduled (each push goes with one of them).
+        // `must_queue()` without its queue test (through the gate): chunks wait in
+        // `pending` only while paused, closing or with a delivery scheduled (each push goes
+        // with one of them).
         // Only the multishot receive (the read op) has completions with `more`: every
         // other op of a stream transport (send, write, pipe read, the single-shot poll
         // watch) completes once.
         debug_assert_eq!(Some(completion.id), self.read_op.get());
-        if self.closing.get() || self.read_paused.get() || self.delivery_scheduled.get() {
+        debug_assert_eq!(self.read_gate_closed.get(), self.read_gate_should_close());
+        if self.read_gate_closed.get() {
             return false;
         }
         let buf = match completion.buf.as_deref() {
@@ -83,8 +85,9 @@ impl StreamInner {
             "chunks pending with nothing to deliver them"
         );
         // Delivered straight from the pool buffer, left in the completion: the loop drops
-        // it, recycling the buffer, as soon as this handler returns.
-        if !self.deliver(buf) {
+        // it, recycling the buffer, as soon as this handler returns. The open gate says
+        // the protocol is a plain one.
+        if !self.deliver_plain(buf) {
             if let Some(buf) = completion.buf.take() {
                 self.pending.borrow_mut().push_front(Chunk::Pooled(buf));
                 self.schedule_delivery();
@@ -184,22 +187,37 @@ impl StreamInner {
     #[inline]
     fn deliver(&self, data: &[u8]) -> bool {
         // Whether the protocol is a buffered one is asked once per protocol, not per chunk.
-        let known_plain = self.protocol_is_buffered.get() == Some(false);
+        if self.protocol_is_buffered.get() != Some(false) {
+            return self.deliver_unknown_or_buffered(data);
+        }
+        self.deliver_plain(data)
+    }
+
+    /// `deliver` to a protocol known to be a plain (not buffered) one.
+    ///
+    /// Always inlined: it runs once per chunk, and it is a handful of instructions around
+    /// the protocol call, fewer than a call frame of its own.
+    #[inline(always)]
+    fn deliver_plain(&self, data: &[u8]) -> bool {
+        match self.with_protocol("data_received", |protocol| protocol.data_received(data)) {
+            Some(()) => true,
+            None => self.closing.get(),
+        }
+    }
+
+    /// `deliver` to a protocol not yet asked whether it is buffered, or a buffered one.
+    #[inline(never)]
+    fn deliver_unknown_or_buffered(&self, data: &[u8]) -> bool {
         let outcome = self.with_protocol("data_received", |protocol| {
-            if known_plain {
-                protocol.data_received(data);
-                return Ok(());
-            }
-            match protocol.as_buffered() {
+            let buffered = protocol.as_buffered();
+            self.protocol_is_buffered.set(Some(buffered.is_some()));
+            self.refresh_read_gate();
+            match buffered {
                 None => {
-                    self.protocol_is_buffered.set(Some(false));
                     protocol.data_received(data);
                     Ok(())
                 }
-                Some(buffered) => {
-                    self.protocol_is_buffered.set(Some(true));
-                    feed_buffered(buffered, data)
-                }
+                Some(buffered) => feed_buffered(buffered, data),
             }
         });
         match outcome {
@@ -248,6 +266,7 @@ impl StreamInner {
         if self.closing.get() || self.read_paused.replace(true) {
             return;
         }
+        self.refresh_read_gate();
         if self.kind == StreamKind::Socket {
             self.stop_reading();
         }
@@ -258,6 +277,7 @@ impl StreamInner {
         if self.closing.get() || !self.read_paused.replace(false) {
             return;
         }
+        self.refresh_read_gate();
         if !self.pending.borrow().is_empty() || self.pending_eof.get() {
             self.schedule_delivery();
         } else {
@@ -269,17 +289,20 @@ impl StreamInner {
         if self.delivery_scheduled.replace(true) {
             return;
         }
+        self.refresh_read_gate();
         let Some(me) = self.me.borrow().upgrade() else {
             return;
         };
         if self.lp.call_soon(move || me.deliver_pending()).is_err() {
             self.delivery_scheduled.set(false);
+            self.refresh_read_gate();
         }
     }
 
     /// Delivers the queued chunks in order, stopping if the protocol pauses again.
     fn deliver_pending(&self) {
         self.delivery_scheduled.set(false);
+        self.refresh_read_gate();
         loop {
             if self.read_paused.get() || self.closing.get() {
                 return;
