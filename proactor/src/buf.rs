@@ -472,18 +472,40 @@ impl Deref for RecvBuf {
     }
 }
 
+impl RecvBuf {
+    /// Drops the chunk where the caller is rather than through the drop glue (an
+    /// out-of-line call): for the per-message path, which drops one chunk per message.
+    #[inline(always)]
+    pub(crate) fn release(self) {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        match &mut this.0 {
+            Repr::Pooled { pool, id, .. } => recycle_pooled(*pool, *id),
+            // SAFETY: `this` is never used again nor dropped (`ManuallyDrop`): its vector
+            // is dropped exactly once, here.
+            Repr::Owned(data) => drop(unsafe { std::ptr::read(data) }),
+        }
+    }
+}
+
+/// What dropping a pooled chunk does: its buffer back to the pool, and the pool freed if
+/// it was the last thing keeping an orphaned pool alive.
+#[inline(always)]
+fn recycle_pooled(ptr: NonNull<PoolInner>, id: u16) {
+    // SAFETY: the dropped chunk's count in `in_use` keeps the pool alive (see `BufPool`).
+    let pool = unsafe { ptr.as_ref() };
+    let in_use = pool.in_use.get().wrapping_sub(1);
+    pool.in_use.set(in_use);
+    pool.recycle(id);
+    if in_use == 0 && pool.orphaned.get() {
+        free_orphaned(ptr);
+    }
+}
+
 impl Drop for RecvBuf {
     #[inline]
     fn drop(&mut self) {
-        if let Repr::Pooled { pool: ptr, id, .. } = &self.0 {
-            // SAFETY: this chunk's count in `in_use` keeps the pool alive (see `BufPool`).
-            let pool = unsafe { ptr.as_ref() };
-            let in_use = pool.in_use.get().wrapping_sub(1);
-            pool.in_use.set(in_use);
-            pool.recycle(*id);
-            if pool.orphaned.get() && in_use == 0 {
-                free_orphaned(*ptr);
-            }
+        if let Repr::Pooled { pool, id, .. } = &self.0 {
+            recycle_pooled(*pool, *id);
         }
     }
 }

@@ -79,6 +79,29 @@ impl Completion {
         result.is_ok() && op.is_none() && buf.is_none()
     }
 
+    /// Drops what the completion holds (op, chunk, error), leaving it empty: afterwards
+    /// [`holds_nothing`](Completion::holds_nothing) is true. The per-message case, a chunk
+    /// and nothing else, is handled inline, without the general drop glue.
+    #[inline]
+    pub fn clear(&mut self) {
+        if self.op.is_none() && self.result.is_ok() {
+            if let Some(buf) = self.buf.take() {
+                buf.release();
+            }
+            return;
+        }
+        self.clear_slow();
+    }
+
+    /// [`clear`](Completion::clear) for a completion with an op or an error.
+    #[cold]
+    #[inline(never)]
+    fn clear_slow(&mut self) {
+        self.op = None;
+        self.buf = None;
+        self.result = Ok(0);
+    }
+
     /// Converts a kernel-style result (`-errno` or a value) into `io::Result`.
     pub(crate) fn result_from_raw(raw: i32) -> io::Result<u32> {
         if raw < 0 {

@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
@@ -61,6 +62,9 @@ impl IoToken {
 struct IoSlot {
     generation: u32,
     handler: Rc<dyn IoHandler>,
+    /// `Rc::as_ptr(&handler)`, kept so that dispatch calls the handler without working out
+    /// where in the `Rc`'s allocation the value starts (which takes the vtable's alignment).
+    target: NonNull<dyn IoHandler>,
 }
 
 /// The registered handlers.
@@ -75,20 +79,24 @@ impl IoRegistry {
         // Generation 0 is never used, so a zero token never matches.
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let generation = self.next_generation;
+        let target = NonNull::from(&*handler);
         let key = self.slots.insert(IoSlot {
             generation,
             handler,
+            target,
         });
         IoToken::new(key, generation)
     }
 
+    /// The handler of token `raw`, and where its value is (see [`IoSlot::target`]): valid
+    /// for as long as the returned `Rc` lives.
     #[inline]
-    pub(crate) fn get(&self, raw: u64) -> Option<Rc<dyn IoHandler>> {
+    pub(crate) fn get(&self, raw: u64) -> Option<(Rc<dyn IoHandler>, NonNull<dyn IoHandler>)> {
         let token = IoToken(raw);
         self.slots
             .get(token.key())
             .filter(|slot| slot.generation == token.generation())
-            .map(|slot| slot.handler.clone())
+            .map(|slot| (slot.handler.clone(), slot.target))
     }
 
     fn remove(&mut self, token: IoToken) -> Option<Rc<dyn IoHandler>> {
@@ -295,7 +303,11 @@ impl EventLoop {
     pub(crate) fn dispatch(&self, completion: &mut Completion) {
         let handler = self.inner.io.borrow().get(completion.token);
         match handler {
-            Some(handler) => {
+            Some((_alive, target)) => {
+                // SAFETY: `target` points to the value of the `Rc` that `_alive` holds a
+                // count of, so it stays valid (and only shared) throughout the call, even if
+                // the handler deregisters itself meanwhile.
+                let handler = unsafe { target.as_ref() };
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     handler.complete(self, completion)
                 }));

@@ -155,10 +155,11 @@ impl EventLoop {
                 break;
             };
             self.dispatch(completion);
-            if completion.holds_nothing() {
-                // Nothing to free: skips the out-of-line drop glue (the usual case).
-                std::mem::forget(next);
-            }
+            // What the handler left (usually a chunk it has read) is freed here, inline;
+            // the empty completion then has nothing for the drop glue to do.
+            completion.clear();
+            debug_assert!(completion.holds_nothing());
+            std::mem::forget(next);
         }
         self.drain_remote();
         {

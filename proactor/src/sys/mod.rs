@@ -51,7 +51,8 @@ pub(crate) trait Backend {
     }
     /// [`restart`](Backend::restart) for a caller that holds the op's table entry: starts
     /// `op` (the op at `id`) without looking it up, or returns `false`, having changed
-    /// nothing, when it cannot (then `restart` it).
+    /// nothing, when it cannot (then `restart` it). `op` was just reset to transfer its whole
+    /// buffer (a send's or write's `start` is 0).
     fn restart_in_place(&mut self, _id: OpId, _op: &mut Op) -> bool {
         false
     }

@@ -134,6 +134,15 @@ pub(super) fn send(op: &mut Send) -> Entry {
         .build()
 }
 
+/// [`send`] of the whole buffer, for a send whose `start` is known to be 0 (a restart):
+/// spares re-reading the position and slicing at it.
+#[inline]
+pub(super) fn send_whole(op: &mut Send) -> Entry {
+    opcode::Send::new(Fd(op.fd), op.buf.as_ptr(), len32(op.buf.len()))
+        .flags(op.flags | libc::MSG_NOSIGNAL)
+        .build()
+}
+
 fn sendmsg(op: &mut SendMsg) -> Entry {
     let (fd, flags) = (op.fd, op.flags | libc::MSG_NOSIGNAL);
     opcode::SendMsg::new(Fd(fd), op.prepare())

@@ -69,9 +69,9 @@ impl Driver {
         self.backlog.push_back(Queued::Op(id));
     }
 
-    /// Starts again send `id`, whose op the caller holds (so it is not looked up again), when
-    /// nothing is backlogged and the SQ has room. `false` (nothing changed) otherwise, or for
-    /// any other op: then `start` it.
+    /// Starts again send `id`, whose op the caller holds (so it is not looked up again) and
+    /// just reset to send its whole buffer, when nothing is backlogged and the SQ has room.
+    /// `false` (nothing changed) otherwise, or for any other op: then `start` it.
     #[inline]
     pub(super) fn restart_send(&mut self, id: OpId, op: &mut Op) -> bool {
         let Op::Send(send) = op else {
@@ -80,16 +80,18 @@ impl Driver {
         if !self.backlog.is_empty() {
             return false;
         }
-        let mut sq = self.ring.submission();
-        if sq.is_full() {
+        // Built before the bookkeeping below, whose stores the compiler cannot tell apart
+        // from the op's: the fields the caller just reset are still at hand.
+        debug_assert_eq!(send.start, 0, "restarted sends send their whole buffer");
+        let sqe = prep::send_whole(send).user_data(id.user_data());
+        // SAFETY: as in `issue`: the SQE points into the op's heap buffer, which stays valid
+        // and in place until the front end removes the op after its final CQE. A full SQ
+        // refuses it (`push` checks), and then nothing changed.
+        if unsafe { self.ring.submission().push(&sqe) }.is_err() {
             return false;
         }
         self.slots.get(id).stage = Stage::Kernel;
         self.in_kernel += 1;
-        // SAFETY: as in `issue`: the SQE points into the op's heap buffer, which stays valid
-        // and in place until the front end removes the op after its final CQE.
-        let pushed = unsafe { sq.push(&prep::send(send).user_data(id.user_data())) };
-        debug_assert!(pushed.is_ok(), "the SQ had room a moment ago");
         true
     }
 
