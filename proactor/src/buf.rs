@@ -460,10 +460,9 @@ impl Deref for RecvBuf {
 
     fn deref(&self) -> &[u8] {
         match &self.0 {
-            // SAFETY: buffer `id` holds `len <= size` bytes written before this `RecvBuf`
-            // was made, and nobody writes to it until the `RecvBuf` is dropped and recycles
-            // it: the kernel and the backends only fill buffers that are in the free set.
-            // The pool outlives every `RecvBuf` of it (see `BufPool`).
+            // SAFETY: the pool outlives its `RecvBuf`s (see `BufPool`); buffer `id` holds `len
+            // <= size` bytes written before this `RecvBuf` was made, and only buffers in the free
+            // set are filled (by the kernel or a backend), which `id` rejoins when this drops.
             Repr::Pooled { pool, id, len } => unsafe {
                 std::slice::from_raw_parts(pool.as_ref().buf_ptr(*id), *len as usize)
             },
