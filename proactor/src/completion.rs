@@ -61,11 +61,9 @@ impl Completion {
         )
     }
 
-    /// Whether dropping the completion frees nothing: no op, no buffer, no error (what a
-    /// handler that took what it wanted leaves). The per-message path checks this inline and
-    /// forgets such a completion rather than call the general drop glue.
-    #[inline]
-    pub fn holds_nothing(&self) -> bool {
+    /// Whether dropping the completion frees nothing: no op, no buffer, no error. What
+    /// [`clear`](Completion::clear) guarantees.
+    fn holds_nothing(&self) -> bool {
         // Exhaustive, so that a field added later is considered here.
         let Completion {
             token: _,
@@ -79,18 +77,19 @@ impl Completion {
         result.is_ok() && op.is_none() && buf.is_none()
     }
 
-    /// Drops what the completion holds (op, chunk, error), leaving it empty: afterwards
-    /// [`holds_nothing`](Completion::holds_nothing) is true. The per-message case, a chunk
-    /// and nothing else, is handled inline, without the general drop glue.
+    /// Drops what the completion holds (op, chunk, error), leaving nothing for its drop
+    /// glue to free: a caller may then `mem::forget` it. The per-message case, a chunk and
+    /// nothing else, is handled inline, without the general drop glue.
     #[inline]
     pub fn clear(&mut self) {
         if self.op.is_none() && self.result.is_ok() {
             if let Some(buf) = self.buf.take() {
                 buf.release();
             }
-            return;
+        } else {
+            self.clear_slow();
         }
-        self.clear_slow();
+        debug_assert!(self.holds_nothing());
     }
 
     /// [`clear`](Completion::clear) for a completion with an op or an error.
@@ -144,4 +143,19 @@ pub(crate) struct RawCompletion {
     /// The op's token, if `routed` (a separate field, not an `Option`, so that the flag
     /// packs beside `more` and the struct stays small: it is moved per completion).
     pub(crate) token: u64,
+}
+
+impl RawCompletion {
+    /// A completion for the front end to route (it looks op `id` up in the table).
+    #[inline]
+    pub(crate) fn new(id: OpId, result: i32, more: bool, buf: Option<RecvBuf>) -> RawCompletion {
+        RawCompletion {
+            id,
+            result,
+            more,
+            buf,
+            routed: false,
+            token: 0,
+        }
+    }
 }

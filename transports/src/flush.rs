@@ -20,15 +20,6 @@ pub(crate) trait Flush {
     fn flush(&self);
 }
 
-/// A transport on the flush list. An enum rather than `Rc<dyn Flush>`: the per-message
-/// flush is a direct (inlinable) call, not a virtual one.
-pub(crate) enum Listed {
-    /// A byte-stream transport.
-    Stream(Rc<StreamInner>),
-    /// A datagram transport.
-    Datagram(Rc<DgramInner>),
-}
-
 /// The transports of one loop waiting for the before-poll flush: one list per kind, so
 /// that the per-message entry is a bare `Rc` (no tag to store and test).
 #[derive(Default)]
@@ -96,13 +87,16 @@ impl FlushList {
         Rc::clone(&holder)
     }
 
-    /// Lists `item` for the next flush; the caller lists each item at most once per flush.
+    /// Lists `stream` for the next flush; the caller lists each transport at most once per
+    /// flush.
     #[inline]
-    pub(crate) fn push(&self, item: Listed) {
-        match item {
-            Listed::Stream(stream) => self.streams.push(stream),
-            Listed::Datagram(dgram) => self.datagrams.push(dgram),
-        }
+    pub(crate) fn push_stream(&self, stream: Rc<StreamInner>) {
+        self.streams.push(stream);
+    }
+
+    /// [`push_stream`](FlushList::push_stream) for a datagram transport.
+    pub(crate) fn push_datagram(&self, datagram: Rc<DgramInner>) {
+        self.datagrams.push(datagram);
     }
 
     /// Forgets every listed item (the loop closed; no flush will come).

@@ -22,7 +22,7 @@ use crate::address::Address;
 use crate::error::invalid;
 use crate::flow::{FlowControl, FlowSignal, InvalidLimits};
 use crate::flow_signal::{self, DeferredFlow};
-use crate::flush::{Flush, FlushList, Listed};
+use crate::flush::{Flush, FlushList};
 use crate::protocol::DatagramProtocol;
 
 /// The largest datagram received (asyncio's `max_size`, 256 KiB; semantics 160).
@@ -149,9 +149,8 @@ impl DatagramTransport {
             .queued
             .set(inner.queued.get() + data.len() + HEADER_SIZE);
         if inner.send_op.get().is_none() && !inner.listed.replace(true) {
-            if let Some(me) = inner.me.borrow().upgrade() {
-                inner.flush_list.push(Listed::Datagram(me));
-            }
+            // Not closing (checked above): the handle's own `Rc` is the transport's.
+            inner.flush_list.push_datagram(Rc::clone(inner));
         }
         inner.check_flow(true);
         Ok(())

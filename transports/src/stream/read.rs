@@ -102,10 +102,6 @@ impl StreamInner {
         if !completion.more {
             self.read_op.set(None);
         }
-        self.read_completed_slow(completion);
-    }
-
-    fn read_completed_slow(&self, completion: &mut Completion) {
         match std::mem::replace(&mut completion.result, Ok(0)) {
             Ok(0) if completion.buf.is_none() && !self.is_pipe_data(completion) => {
                 self.on_eof();

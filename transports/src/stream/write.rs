@@ -9,7 +9,7 @@ use super::{StreamInner, StreamKind};
 use crate::error::TransportError;
 use crate::flow::FlowSignal;
 use crate::flow_signal;
-use crate::flush::{Flush, Listed};
+use crate::flush::Flush;
 
 /// asyncio's `LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 const LOG_THRESHOLD_FOR_LOST_WRITES: u32 = 5;
@@ -156,7 +156,7 @@ impl StreamInner {
         if (self.write_op.get().is_some() && !self.write_quiet.get()) || self.listed.replace(true) {
             return;
         }
-        self.flush_list.push(Listed::Stream(Rc::clone(self)));
+        self.flush_list.push_stream(Rc::clone(self));
     }
 
     /// Submits the queued bytes as one send, if none is in flight.

@@ -195,14 +195,8 @@ impl Driver {
         if self.pidfds > 0 {
             self.close_pidfd(table, id);
         }
-        self.ready.push_back(RawCompletion {
-            id,
-            result,
-            more: false,
-            buf: None,
-            routed: false,
-            token: 0,
-        });
+        self.ready
+            .push_back(RawCompletion::new(id, result, false, None));
     }
 
     /// Closes the pidfd of op `id` if it is a `WaitId` holding one.
@@ -229,14 +223,8 @@ impl Driver {
             if let Some(slot) = self.slot(id) {
                 *slot = Slot::default();
             }
-            self.ready.push_back(RawCompletion {
-                id,
-                result: -libc::ECANCELED,
-                more: false,
-                buf: None,
-                routed: false,
-                token: 0,
-            });
+            self.ready
+                .push_back(RawCompletion::new(id, -libc::ECANCELED, false, None));
         }
         self.orphans = orphans;
     }
@@ -431,14 +419,8 @@ impl Driver {
             Ok(revents) if revents != 0 && !multi => self.finish(table, id, revents as i32),
             Ok(revents) => {
                 if revents != 0 {
-                    self.ready.push_back(RawCompletion {
-                        id,
-                        result: revents as i32,
-                        more: true,
-                        buf: None,
-                        routed: false,
-                        token: 0,
-                    });
+                    self.ready
+                        .push_back(RawCompletion::new(id, revents as i32, true, None));
                 }
                 self.registry.state(fd).polls.push_back(id);
                 self.track(id, Place::Parked(fd, Side::Poll), false);
@@ -529,14 +511,8 @@ impl Driver {
             if hit == 0 {
                 self.registry.state(fd).polls.push_back(id);
             } else if poll.multishot {
-                self.ready.push_back(RawCompletion {
-                    id,
-                    result: hit as i32,
-                    more: true,
-                    buf: None,
-                    routed: false,
-                    token: 0,
-                });
+                self.ready
+                    .push_back(RawCompletion::new(id, hit as i32, true, None));
                 self.registry.state(fd).polls.push_back(id);
             } else {
                 self.finish(table, id, hit as i32);

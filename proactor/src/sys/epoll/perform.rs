@@ -405,14 +405,8 @@ pub(super) fn recv_multi(fd: RawFd, sink: Sink<'_>) -> Progress {
                 RecvBuf::owned(data)
             }
         };
-        sink.ready.push_back(RawCompletion {
-            id: sink.id,
-            result: n as i32,
-            more: true,
-            buf: Some(chunk),
-            routed: false,
-            token: 0,
-        });
+        sink.ready
+            .push_back(RawCompletion::new(sink.id, n as i32, true, Some(chunk)));
         if n < len && sink.short_drains {
             return Progress::Again;
         }
@@ -432,14 +426,10 @@ fn accept_multi(op: &mut op::AcceptMulti, sink: Sink<'_>) -> Progress {
                     as isize,
             );
         match result {
-            Ok(new_fd) => sink.ready.push_back(RawCompletion {
-                id: sink.id,
-                result: new_fd as i32,
-                more: true,
-                buf: None,
-                routed: false,
-                token: 0,
-            }),
+            Ok(new_fd) => {
+                sink.ready
+                    .push_back(RawCompletion::new(sink.id, new_fd as i32, true, None))
+            }
             other => return progress(other),
         }
     }

@@ -183,14 +183,7 @@ impl Driver {
             Op::AcceptMulti(_) => self.on_multi(table, id, res, more),
             Op::PollAdd(poll) if poll.multishot => self.on_multi(table, id, res, more),
             Op::WaitId(_) if !self.caps.waitid => self.on_pidfd_poll(table, id, res),
-            _ => Some(RawCompletion {
-                id,
-                result: res,
-                more,
-                buf: None,
-                routed: false,
-                token: 0,
-            }),
+            _ => Some(RawCompletion::new(id, res, more, None)),
         }
     }
 }

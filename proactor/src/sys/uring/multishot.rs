@@ -23,26 +23,12 @@ use crate::table::{OpId, OpState, OpTable};
 
 /// A final completion of op `id`.
 pub(super) fn last(id: OpId, result: i32) -> RawCompletion {
-    RawCompletion {
-        id,
-        result,
-        more: false,
-        buf: None,
-        routed: false,
-        token: 0,
-    }
+    RawCompletion::new(id, result, false, None)
 }
 
 /// An intermediate completion of op `id`.
 fn event(id: OpId, result: i32) -> RawCompletion {
-    RawCompletion {
-        id,
-        result,
-        more: true,
-        buf: None,
-        routed: false,
-        token: 0,
-    }
+    RawCompletion::new(id, result, true, None)
 }
 
 impl Driver {
@@ -63,10 +49,7 @@ impl Driver {
             let chunk = (*single).finish(&self.pool, res);
             return match chunk {
                 Some(buf) => {
-                    let data = RawCompletion {
-                        buf: Some(buf),
-                        ..event(id, res)
-                    };
+                    let data = RawCompletion::new(id, res, true, Some(buf));
                     self.rearm(table, id, Some(data))
                 }
                 None => Some(last(id, res)),
@@ -74,10 +57,7 @@ impl Driver {
         }
         let buf =
             cqueue::buffer_select(flags).map(|bid| self.pool.filled(bid, res.max(0) as usize));
-        let data = (res > 0).then(|| RawCompletion {
-            buf,
-            ..event(id, res)
-        });
+        let data = (res > 0).then(|| RawCompletion::new(id, res, true, buf));
         if more {
             return data;
         }
