@@ -76,12 +76,16 @@ fn measure(
 ) -> io::Result<f64> {
     let out = dir.join("callgrind.out");
     let log = dir.join("valgrind.log");
-    let wrapper = vec![
+    let mut wrapper = vec![
         "valgrind".to_string(),
         "--tool=callgrind".to_string(),
         format!("--callgrind-out-file={}", out.display()),
         format!("--log-file={}", log.display()),
     ];
+    // Extra valgrind options, e.g. `--dump-instr=yes` to attribute costs per instruction.
+    if let Ok(extra) = std::env::var("RINGLOOP_BENCH_VALGRIND_ARGS") {
+        wrapper.extend(extra.split_whitespace().map(str::to_string));
+    }
     let explain = |e: io::Error| {
         let tail = fs::read_to_string(&log).unwrap_or_default();
         let hint = tail
