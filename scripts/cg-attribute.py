@@ -7,9 +7,9 @@ Reads a callgrind dump made with `--dump-instr=yes` (the harness passes it throu
 repository. Inlining hides most of the hot path inside a few symbols (`run_once`, the
 flush hook); this shows which of our lines the instructions come from.
 
-usage: cg-attribute.py DUMP BINARY MESSAGES [ROWS] [--symbols]
-  MESSAGES: messages of the measured window (total Ir / the harness's instr/msg figure);
-  costs are printed per message.
+usage: cg-attribute.py DUMP BINARY INSTR_PER_MSG [ROWS] [--symbols]
+  INSTR_PER_MSG: the harness's figure for this dump, which gives the window's message
+  count (total Ir / INSTR_PER_MSG); costs are printed per message.
 """
 import collections
 import re
@@ -84,9 +84,10 @@ def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     if len(args) < 3:
         sys.exit(__doc__)
-    dump, binary, messages = args[0], args[1], float(args[2])
+    dump, binary, per_message = args[0], args[1], float(args[2])
     rows = int(args[3]) if len(args) > 3 else 60
     costs, total = read_costs(dump, binary.split("/")[-1])
+    messages = total / per_message
     addrs = [a for a in costs if isinstance(a, int)]
     chains = inline_chains(binary, addrs)
     by_line, by_symbol = collections.Counter(), collections.Counter()
