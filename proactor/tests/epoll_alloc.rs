@@ -1,5 +1,6 @@
 //! The epoll backend allocates nothing per op in steady state: ops that complete at push,
-//! ops that park and complete on readiness, multishot chunks from the pool, and timers.
+//! ops that park and complete on readiness, multishot chunks from the pool (also when more
+//! connections are readable at once than the pool has buffers), and timers.
 //!
 //! A counting global allocator counts the allocations made by the test's own thread while
 //! the measured loop runs.
@@ -136,4 +137,42 @@ fn echo_ops_timers_and_multishot_chunks_allocate_nothing_in_steady_state() {
     };
     let allocations = allocations_in_steady_state(timers, 200, 2000);
     assert_eq!(allocations, 0, "timers");
+}
+
+#[test]
+fn more_readable_connections_than_pool_buffers_allocate_nothing() {
+    // 2 buffers, 6 connections with a message each ready in the same wait: the receives
+    // beyond the second wait a turn for the buffers the consumer hands back, instead of
+    // reading into buffers of their own.
+    const CONNS: usize = 6;
+    let mut p = proactor_with_pool(2, 64);
+    let pairs: Vec<_> = (0..CONNS).map(|_| tcp_pair()).collect();
+    let ids: Vec<_> = pairs
+        .iter()
+        .map(|(client, _)| p.push(op::RecvMulti::new(client.as_raw_fd()), 1))
+        .collect();
+    assert_idle(&mut p);
+    let mut pairs = pairs;
+    let mut owned = 0;
+    let round = || {
+        for (_, server) in pairs.iter_mut() {
+            server.write_all(b"ping").unwrap();
+        }
+        let mut seen = [false; CONNS];
+        for _ in 0..CONNS {
+            let c = next(&mut p);
+            assert!(c.more, "{c:?}");
+            let conn = ids.iter().position(|&id| id == c.id).expect("one of ours");
+            assert!(
+                !std::mem::replace(&mut seen[conn], true),
+                "one chunk per connection"
+            );
+            let chunk = c.buf.expect("a chunk");
+            assert_eq!(&chunk[..], b"ping");
+            owned += usize::from(!chunk.is_pooled());
+        }
+    };
+    let allocations = allocations_in_steady_state(round, 20, 200);
+    assert_eq!(allocations, 0, "chunks beyond the pool's buffers");
+    assert_eq!(owned, 0, "every chunk came in a pool buffer");
 }

@@ -19,10 +19,11 @@
 //!   infers), new ops of that side park untried until the next edge; the edge is certain
 //!   to come, because the state changed after the syscall that observed it. A request /
 //!   response exchange then costs one recv, one send and a share of one `epoll_wait`.
-//! - **Multishot.** `RecvMulti` reads until `EAGAIN` into pool buffers, or into buffers of
-//!   its own when the pool is dry, and on a byte stream until a chunk shorter than its
-//!   buffer (the same rule as above: the next receive would say `EAGAIN`, and the next
-//!   arrival, end of stream included, raises an edge); `AcceptMulti` accepts until
+//! - **Multishot.** `RecvMulti` reads until `EAGAIN` into pool buffers, and on a byte stream
+//!   until a chunk shorter than its buffer (the same rule as above: the next receive would
+//!   say `EAGAIN`, and the next arrival, end of stream included, raises an edge). When the
+//!   pool is dry it waits a turn if this turn's queued chunks hold the buffers, else it reads
+//!   into buffers of its own; `AcceptMulti` accepts until
 //!   `EAGAIN`; a multishot `PollAdd` reports each readiness edge. All stay parked until end
 //!   of stream, an error, or a cancel. A multishot op takes at most 32 chunks or
 //!   connections per turn, then yields to the other fds and resumes at the next poll.

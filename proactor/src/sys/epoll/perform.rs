@@ -359,8 +359,9 @@ fn close(op: &mut op::Close) -> Progress {
 }
 
 /// Receives chunks until `EAGAIN` (or the turn's budget), one `more` completion each, into
-/// pool buffers or, when the pool is dry, into buffers of its own: data is never left waiting
-/// for a free buffer.
+/// pool buffers. When the pool is dry it yields its turn if completions are queued (their
+/// buffers come back once the loop has popped them), else reads into buffers of its own:
+/// data never waits for a buffer a consumer holds.
 ///
 /// When a short chunk proves the fd drained (`sink.short_drains`), the op waits for the next
 /// edge right after it ([`Progress::Again`], as if the next receive had said `EAGAIN`): that
@@ -374,6 +375,12 @@ pub(super) fn recv_multi(fd: RawFd, sink: Sink<'_>) -> Progress {
         let pooled = sink.pool.take();
         let (ptr, len) = match pooled {
             Some((_, ptr)) => (ptr.cast::<libc::c_void>(), size),
+            // Dry while this turn's chunks still wait to be popped: they hold the buffers and
+            // hand them back as the loop consumes them, so the op waits one turn rather than
+            // allocating a buffer per chunk (with many connections ready at once, one wait
+            // can return more readable fds than the pool has buffers). Dry with nothing
+            // queued means the consumer holds the buffers: then read into one of our own.
+            None if !sink.ready.is_empty() => return Progress::Yield,
             None => {
                 if sink.spare.len() != size {
                     *sink.spare = vec![0; size];
