@@ -267,7 +267,7 @@ impl Proactor {
         entry.state = OpState::Active;
         entry.result = 0;
         audit::lend(&entry.op);
-        if !self.driver.restart_in_place(id, &mut entry.op) {
+        if !self.driver.restart_in_place(id, entry) {
             self.driver.restart(&mut self.table, id);
         }
         Ok(old)

@@ -52,6 +52,22 @@ pub(crate) enum OpState {
     Finished,
 }
 
+/// Where the backend has an op: the io_uring driver's record, kept in the op's entry (in
+/// what would be padding) so that its per-message paths, which hold the entry already,
+/// update it without a second lookup. The epoll backend keeps its own per-op places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Stage {
+    /// Not started yet.
+    #[default]
+    Idle,
+    /// Waiting in the user-space backlog for room in the submission queue.
+    Backlog,
+    /// Its SQE is in the submission queue or the kernel: a CQE will come.
+    Kernel,
+    /// Its final completion is decided (reported, or waiting in the ready queue).
+    Done,
+}
+
 /// One op in flight.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -62,6 +78,8 @@ pub(crate) struct Entry {
     pub(crate) state: OpState,
     /// Whether a full success goes unreported (`Proactor::push_quiet`).
     pub(crate) quiet: bool,
+    /// Where the backend has it (see [`Stage`]).
+    pub(crate) stage: Stage,
     pub(crate) op: Op,
 }
 
@@ -90,6 +108,7 @@ impl OpTable {
             token,
             state: OpState::Active,
             quiet,
+            stage: Stage::Idle,
             op,
         });
         let index =

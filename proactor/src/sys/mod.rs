@@ -36,8 +36,7 @@ use std::time::Duration;
 
 use crate::buf::BufPool;
 use crate::completion::RawCompletion;
-use crate::op::Op;
-use crate::table::{OpId, OpTable};
+use crate::table::{Entry, OpId, OpTable};
 use crate::{BackendKind, Features};
 
 /// The contract every backend implements (see the module docs).
@@ -50,10 +49,10 @@ pub(crate) trait Backend {
         self.push(table, id);
     }
     /// [`restart`](Backend::restart) for a caller that holds the op's table entry: starts
-    /// `op` (the op at `id`) without looking it up, or returns `false`, having changed
-    /// nothing, when it cannot (then `restart` it). `op` was just reset to transfer its whole
-    /// buffer (a send's or write's `start` is 0).
-    fn restart_in_place(&mut self, _id: OpId, _op: &mut Op) -> bool {
+    /// its op (the op at `id`) without looking it up, or returns `false`, having changed
+    /// nothing, when it cannot (then `restart` it). The op was just reset to transfer its
+    /// whole buffer (a send's or write's `start` is 0).
+    fn restart_in_place(&mut self, _id: OpId, _entry: &mut Entry) -> bool {
         false
     }
     /// Asks for the op at `id` to finish early.
@@ -115,8 +114,8 @@ impl Backend for Driver {
         delegate!(self, d => d.restart(table, id))
     }
     #[inline]
-    fn restart_in_place(&mut self, id: OpId, op: &mut Op) -> bool {
-        delegate!(self, d => d.restart_in_place(id, op))
+    fn restart_in_place(&mut self, id: OpId, entry: &mut Entry) -> bool {
+        delegate!(self, d => d.restart_in_place(id, entry))
     }
     #[inline]
     fn cancel(&mut self, table: &mut OpTable, id: OpId) {

@@ -46,11 +46,11 @@ use crate::completion::RawCompletion;
 use crate::error::SetupError;
 use crate::op::Op;
 use crate::sys::{Backend, Config};
-use crate::table::{OpId, OpState, OpTable};
+use crate::table::{Entry, OpId, OpState, OpTable, Stage};
 use crate::{BackendKind, Features};
 
 use setup::{Caps, EnterTarget};
-use slots::{Slots, Stage};
+use slots::Slots;
 use submit::Queued;
 
 /// `user_data` of the driver's `AsyncCancel` requests (generation 0: internal).
@@ -149,7 +149,7 @@ impl Driver {
             return None;
         };
         if !more {
-            self.slots.get(id).stage = Stage::Done;
+            entry.stage = Stage::Done;
             if entry.quiet && entry.state == OpState::Active && entry.op.done_by(res) {
                 // The per-message send, settled here rather than through a `RawCompletion`
                 // and a second lookup in the front end (which would do the same: see
@@ -161,9 +161,11 @@ impl Driver {
         }
         if let Op::RecvMulti(_) = &entry.op {
             // The per-message case, inline: data in a ring buffer, the multishot goes on.
-            // (A single receive standing in for the multishot never sets `more`.) Tested
-            // before the `match` below, which compiles to a jump table.
-            if more && res > 0 && self.slots.get(id).buf.is_none() {
+            // Tested before the `match` below, which compiles to a jump table. `more` alone
+            // tells it from a single receive standing in for the multishot (which never sets
+            // it, and is never in flight beside one): no look at the slot's buffer.
+            debug_assert!(!more || self.slots.get(id).buf.is_none());
+            if more && res > 0 {
                 if let Some(bid) = cqueue::buffer_select(flags) {
                     // Routed here, from the entry at hand, unless the front end must
                     // consume it (a detached op).
@@ -203,8 +205,8 @@ impl Backend for Driver {
     }
 
     #[inline]
-    fn restart_in_place(&mut self, id: OpId, op: &mut Op) -> bool {
-        self.restart_send(id, op)
+    fn restart_in_place(&mut self, id: OpId, entry: &mut Entry) -> bool {
+        self.restart_send(id, entry)
     }
 
     fn cancel(&mut self, table: &mut OpTable, id: OpId) {
