@@ -17,6 +17,12 @@ pub struct OpId {
 }
 
 impl OpId {
+    /// Names no op (generation 0): the id of an empty [`Completion`](crate::Completion).
+    pub(crate) const NONE: OpId = OpId {
+        index: 0,
+        generation: 0,
+    };
+
     /// The value carried in the ring's `user_data`.
     pub(crate) fn user_data(self) -> u64 {
         (u64::from(self.generation) << 32) | u64::from(self.index)

@@ -16,9 +16,12 @@
 //!   completion is available, `timeout` passes (`Some(ZERO)`: never block; `None`: no limit)
 //!   or the proactor's eventfd is written. A signal interrupting the wait (`EINTR`) is a
 //!   normal return, not an error. On io_uring this is one `io_uring_enter`.
-//! - **`pop(table)`** — the next completion, in the order the kernel produced them; per op,
-//!   `more == false` exactly once and last. Multishot receives fall back to single receives
-//!   into owned buffers when the buffer pool is dry, without ending the op.
+//! - **`pop(table, out)`** — the next completion, in the order the kernel produced them; per
+//!   op, `more == false` exactly once and last. Multishot receives fall back to single
+//!   receives into owned buffers when the buffer pool is dry, without ending the op. A
+//!   backend may write a completion the caller gets as it is straight into `out`
+//!   ([`Popped::Routed`]); others go to the front end as [`RawCompletion`]s
+//!   (**`take_raw()`**).
 //! - **`forget_fd(fd)`** — the fd is being closed: drop any per-fd registration.
 //! - **`features()`**, **`kind()`** — what the backend is and what it uses.
 //!
@@ -35,7 +38,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use crate::buf::BufPool;
-use crate::completion::RawCompletion;
+use crate::completion::{Completion, RawCompletion};
 use crate::table::{Entry, OpId, OpTable};
 use crate::{BackendKind, Features};
 
@@ -59,14 +62,46 @@ pub(crate) trait Backend {
     fn cancel(&mut self, table: &mut OpTable, id: OpId);
     /// Submits queued work and waits for a completion, the timeout or a wake-up.
     fn poll(&mut self, table: &mut OpTable, timeout: Option<Duration>) -> io::Result<()>;
-    /// The next completion.
-    fn pop(&mut self, table: &mut OpTable) -> Option<RawCompletion>;
+    /// The next completion: written into `out`, or waiting for `take_raw` (see [`Popped`]).
+    fn pop(&mut self, table: &mut OpTable, out: &mut Completion) -> Popped;
+    /// The completion that `pop` reported as [`Popped::Raw`].
+    fn take_raw(&mut self) -> Option<RawCompletion>;
     /// Drops per-fd state of an fd about to be closed.
     fn forget_fd(&mut self, fd: RawFd);
     /// What the backend uses.
     fn features(&self) -> &Features;
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
+}
+
+/// What [`Backend::pop`] found. No payload: returned in a register, it costs no copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Popped {
+    /// No completion is ready.
+    Empty,
+    /// A completion the caller gets as it is, which the backend wrote into the caller's
+    /// [`Completion`] ([`Completion::set_chunk`]), having found its op in the table: a
+    /// received chunk (`more` set, a success) of a live op (not detached, not the
+    /// proactor's wake-up read) that yields no fd. The front end hands it on without
+    /// looking the op up again, and nothing is moved on the way.
+    Routed,
+    /// A completion for the front end to route: [`Backend::take_raw`] hands it over.
+    Raw,
+}
+
+/// [`Backend::pop`] for the backends' own tests: every completion as a [`RawCompletion`],
+/// routed ones included.
+#[cfg(test)]
+pub(crate) fn pop_raw(backend: &mut impl Backend, table: &mut OpTable) -> Option<RawCompletion> {
+    let mut out = Completion::default();
+    match backend.pop(table, &mut out) {
+        Popped::Empty => None,
+        Popped::Raw => backend.take_raw(),
+        Popped::Routed => {
+            let result = out.result.as_ref().map_or(-1, |&n| n as i32);
+            Some(RawCompletion::new(out.id, result, out.more, out.buf.take()))
+        }
+    }
 }
 
 /// What a backend needs from the builder.
@@ -126,8 +161,12 @@ impl Backend for Driver {
         delegate!(self, d => d.poll(table, timeout))
     }
     #[inline]
-    fn pop(&mut self, table: &mut OpTable) -> Option<RawCompletion> {
-        delegate!(self, d => d.pop(table))
+    fn pop(&mut self, table: &mut OpTable, out: &mut Completion) -> Popped {
+        delegate!(self, d => d.pop(table, out))
+    }
+    #[inline]
+    fn take_raw(&mut self) -> Option<RawCompletion> {
+        delegate!(self, d => d.take_raw())
     }
     fn forget_fd(&mut self, fd: RawFd) {
         delegate!(self, d => d.forget_fd(fd))

@@ -42,10 +42,10 @@ use io_uring::IoUring;
 
 use crate::audit;
 use crate::buf::BufPool;
-use crate::completion::RawCompletion;
+use crate::completion::{Completion, RawCompletion};
 use crate::error::SetupError;
 use crate::op::Op;
-use crate::sys::{Backend, Config};
+use crate::sys::{Backend, Config, Popped};
 use crate::table::{Entry, OpId, OpState, OpTable, Stage};
 use crate::{BackendKind, Features};
 
@@ -126,14 +126,14 @@ impl Driver {
         self.ring.completion().next()
     }
 
-    /// Turns one CQE into what the caller sees (nothing for internal requests and for
+    /// Turns one CQE into what the caller sees (`Empty` for internal requests and for
     /// steps of emulations that report no event).
     #[inline]
-    fn on_cqe(&mut self, table: &mut OpTable, cqe: &cqueue::Entry) -> Option<RawCompletion> {
+    fn on_cqe(&mut self, table: &mut OpTable, cqe: &cqueue::Entry, out: &mut Completion) -> Popped {
         let (user_data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
         let Some(id) = OpId::from_user_data(user_data) else {
             tracing::trace!(user_data, res, "internal completion");
-            return None;
+            return Popped::Empty;
         };
         let more = cqueue::more(flags);
         if !more {
@@ -146,7 +146,7 @@ impl Driver {
                 drop(self.pool.filled(bid, 0));
             }
             tracing::error!(?id, res, "completion for an op that is no longer in flight");
-            return None;
+            return Popped::Empty;
         };
         if !more {
             entry.stage = Stage::Done;
@@ -156,7 +156,7 @@ impl Driver {
                 // `Proactor::deliver`).
                 entry.state = OpState::Finished;
                 entry.result = res;
-                return None;
+                return Popped::Empty;
             }
         }
         if let Op::RecvMulti(_) = &entry.op {
@@ -167,25 +167,39 @@ impl Driver {
             debug_assert!(!more || self.slots.get(id).buf.is_none());
             if more && res > 0 {
                 if let Some(bid) = cqueue::buffer_select(flags) {
-                    // Routed here, from the entry at hand, unless the front end must
-                    // consume it (a detached op).
-                    return Some(RawCompletion {
-                        id,
-                        result: res,
-                        more,
-                        buf: Some(self.pool.filled(bid, res as usize)),
-                        routed: entry.state != OpState::Detached,
-                        token: entry.token,
-                    });
+                    let buf = self.pool.filled(bid, res as usize);
+                    if entry.state == OpState::Detached {
+                        // The front end consumes it.
+                        return self.raw(Some(RawCompletion::new(id, res, more, Some(buf))));
+                    }
+                    // Routed here, from the entry at hand.
+                    out.set_chunk(entry.token, id, res as u32, buf);
+                    return Popped::Routed;
                 }
             }
-            return self.on_recv_multi(table, id, res, flags);
+            let done = self.on_recv_multi(table, id, res, flags);
+            return self.raw(done);
         }
-        match &entry.op {
+        let done = match &entry.op {
             Op::AcceptMulti(_) => self.on_multi(table, id, res, more),
             Op::PollAdd(poll) if poll.multishot => self.on_multi(table, id, res, more),
             Op::WaitId(_) if !self.caps.waitid => self.on_pidfd_poll(table, id, res),
             _ => Some(RawCompletion::new(id, res, more, None)),
+        };
+        self.raw(done)
+    }
+
+    /// Queues `done`, a completion for the front end (which `take_raw` hands over next:
+    /// it goes before anything queued meanwhile), if any.
+    #[inline]
+    fn raw(&mut self, done: Option<RawCompletion>) -> Popped {
+        match done {
+            Some(done) => {
+                self.ready.push_front(done);
+                Popped::Raw
+            }
+            None if self.ready.is_empty() => Popped::Empty,
+            None => Popped::Raw,
         }
     }
 }
@@ -218,16 +232,24 @@ impl Backend for Driver {
     }
 
     #[inline]
-    fn pop(&mut self, table: &mut OpTable) -> Option<RawCompletion> {
+    fn pop(&mut self, table: &mut OpTable, out: &mut Completion) -> Popped {
         loop {
-            if let Some(done) = self.ready.pop_front() {
-                return Some(done);
+            if !self.ready.is_empty() {
+                return Popped::Raw;
             }
-            let cqe = self.next_cqe()?;
-            if let Some(done) = self.on_cqe(table, &cqe) {
-                return Some(done);
+            let Some(cqe) = self.next_cqe() else {
+                return Popped::Empty;
+            };
+            let popped = self.on_cqe(table, &cqe, out);
+            if popped != Popped::Empty {
+                return popped;
             }
         }
+    }
+
+    #[inline]
+    fn take_raw(&mut self) -> Option<RawCompletion> {
+        self.ready.pop_front()
     }
 
     fn forget_fd(&mut self, _fd: RawFd) {}
