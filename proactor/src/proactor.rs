@@ -243,33 +243,36 @@ impl Proactor {
             entry.quiet = false;
             return Err(buf);
         }
-        let resendable = match &entry.op {
-            Op::Send(_) => true,
-            Op::Write(write) => write.offset.is_none(),
-            _ => false,
+        // A send, the per-message case, on its own: anything else is out of line, so that
+        // the compiler does not merge the cases into code that picks fields by variant.
+        let Op::Send(send) = &mut entry.op else {
+            return self.resend_other(id, buf);
         };
-        if !resendable {
-            return Err(buf);
-        }
-        audit::reclaim(&entry.op);
-        let old = match &mut entry.op {
-            Op::Send(send) => {
-                send.start = 0;
-                std::mem::replace(&mut send.buf, buf)
-            }
-            Op::Write(write) => {
-                write.start = 0;
-                std::mem::replace(&mut write.buf, buf)
-            }
-            // Checked above.
-            _ => return Err(buf),
-        };
+        let old = swap_buf(&mut send.buf, &mut send.start, buf);
         entry.state = OpState::Active;
         entry.result = 0;
-        audit::lend(&entry.op);
         if !self.driver.restart_in_place(id, entry) {
             self.driver.restart(&mut self.table, id);
         }
+        Ok(old)
+    }
+
+    /// [`resend`](Proactor::resend) of a finished quiet op that is not a send.
+    #[inline(never)]
+    fn resend_other(&mut self, id: OpId, buf: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+        let Some(entry) = self.table.get_mut(id) else {
+            return Err(buf);
+        };
+        let Op::Write(write) = &mut entry.op else {
+            return Err(buf);
+        };
+        if write.offset.is_some() {
+            return Err(buf);
+        }
+        let old = swap_buf(&mut write.buf, &mut write.start, buf);
+        entry.state = OpState::Active;
+        entry.result = 0;
+        self.driver.restart(&mut self.table, id);
         Ok(old)
     }
 
@@ -461,6 +464,17 @@ impl Proactor {
         let read = op::Read::new(self.waker.fd(), Vec::with_capacity(8));
         self.wake_op = Some(self.push(read, WAKE_TOKEN));
     }
+}
+
+/// Swaps `place`, the buffer of a finished send or write, for `buf`, to be sent from the
+/// start (`start` is reset); returns the old buffer.
+#[inline]
+fn swap_buf(place: &mut Vec<u8>, start: &mut usize, buf: Vec<u8>) -> Vec<u8> {
+    audit::reclaim_vec(place);
+    *start = 0;
+    let old = std::mem::replace(place, buf);
+    audit::lend_vec(place);
+    old
 }
 
 impl Drop for Proactor {
