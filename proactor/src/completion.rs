@@ -63,9 +63,8 @@ impl Completion {
         self.more = true;
         self.yields_fd = false;
         // Stores alone, without the drop checks of assignments: there is nothing to drop.
-        // (Were there, it would leak, not be freed twice.)
+        // (Were there, it would leak, not be freed twice.) `op` is `None` already.
         std::mem::forget(std::mem::replace(&mut self.result, Ok(result)));
-        std::mem::forget(self.op.take());
         std::mem::forget(self.buf.replace(buf));
     }
 

@@ -137,7 +137,11 @@ impl Driver {
         };
         let more = cqueue::more(flags);
         if !more {
-            self.in_kernel = self.in_kernel.saturating_sub(1);
+            // Wrapping, not saturating (one instruction, not four): a miscount, which would
+            // be a driver bug, then reads as requests in flight, and `drop` leaks the pool
+            // rather than free memory the kernel may still write.
+            debug_assert!(self.in_kernel > 0, "more final CQEs than requests");
+            self.in_kernel = self.in_kernel.wrapping_sub(1);
         }
         let Some(entry) = table.get_mut(id) else {
             // Ops leave the table only after their final CQE, so this is a driver bug;
