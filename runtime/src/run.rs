@@ -16,6 +16,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use ringloop_proactor::Completion;
+
 use crate::clock::{self, wait_until};
 use crate::error::LoopError;
 use crate::event_loop::{EventLoop, Inner};
@@ -23,7 +25,6 @@ use crate::exception::ExceptionContext;
 use crate::handle::Runnable;
 use crate::policy::{self, RunningGuard};
 use crate::threadsafe::Remote;
-use ringloop_proactor::Completion;
 
 impl EventLoop {
     /// Runs the loop until [`stop`](EventLoop::stop) is called.
