@@ -17,9 +17,12 @@ pub struct OpId {
 }
 
 impl OpId {
-    /// Names no op (generation 0): the id of an empty [`Completion`](crate::Completion).
+    /// Names no op: the id of an empty [`Completion`](crate::Completion), which users can
+    /// copy and pass back. Generation 0 is that of vacant slots, so its index must be one
+    /// the table never reaches (`insert_with` refuses it): a lookup fails its bounds check
+    /// instead of finding a vacant slot as if it were the op.
     pub(crate) const NONE: OpId = OpId {
-        index: 0,
+        index: u32::MAX,
         generation: 0,
     };
 
@@ -167,8 +170,11 @@ impl OpTable {
             }
         };
         self.len += 1;
-        let index =
-            u32::try_from(index).unwrap_or_else(|_| unreachable!("more than 2^32 ops in flight"));
+        // `u32::MAX` is `OpId::NONE`'s.
+        let index = u32::try_from(index)
+            .ok()
+            .filter(|&index| index != u32::MAX)
+            .unwrap_or_else(|| unreachable!("2^32 - 1 ops in flight"));
         OpId { index, generation }
     }
 
@@ -247,6 +253,21 @@ mod tests {
             assert_eq!(table.get(id).map(|e| e.token), Some(token));
         }
         assert!(table.get(ids[1]).is_none() && table.get(ids[3]).is_none());
+    }
+
+    #[test]
+    fn the_id_of_no_op_never_finds_a_vacant_slot() {
+        let mut table = OpTable::default();
+        let id = table.insert(Nop.into(), 1);
+        assert!(table.remove(id).is_some());
+        // Slot 0 is vacant (generation 0, like `OpId::NONE`).
+        assert!(table.get(OpId::NONE).is_none());
+        assert!(table.get_mut(OpId::NONE).is_none());
+        assert!(table.remove(OpId::NONE).is_none());
+        assert!(table.is_empty());
+        let again = table.insert(Nop.into(), 2);
+        assert_eq!(again.index(), id.index(), "the free list is intact");
+        assert_eq!(table.len(), 1);
     }
 
     #[test]
