@@ -32,6 +32,22 @@ pub(crate) fn reclaim(op: &Op) {
     }
 }
 
+/// [`lend`] for the one buffer of a send or write (what `for_each_lent` gives for it).
+#[inline]
+pub(crate) fn lend_vec(buf: &Vec<u8>) {
+    if cfg!(feature = "buffer-audit") && buf.capacity() > 0 {
+        lend_range(buf.as_ptr(), buf.capacity());
+    }
+}
+
+/// [`reclaim`] for the one buffer of a send or write.
+#[inline]
+pub(crate) fn reclaim_vec(buf: &Vec<u8>) {
+    if cfg!(feature = "buffer-audit") && buf.capacity() > 0 {
+        reclaim_range(buf.as_ptr(), buf.capacity());
+    }
+}
+
 /// Records that the allocation starting at `base` (`len` bytes) is lent to the kernel: with
 /// the `buffer-audit` feature, freeing it before [`reclaim_range`] aborts the process (under
 /// `AuditAllocator`). A no-op without the feature.

@@ -159,6 +159,9 @@ impl PoolInner {
     /// Hands free buffer `id` to the kernel at the ring's tail.
     #[inline]
     fn publish(&self, ring: &RingShared, id: u16) {
+        // Read before the stores below, through which (and `tail`, a `Cell`) the compiler
+        // would otherwise load it again.
+        let base = ring.base;
         let tail = ring.tail.get();
         let mask = ring.entries - 1;
         // The kernel reads only entries between its head and the published tail; this
@@ -166,7 +169,7 @@ impl PoolInner {
         // holds more than `count == entries` buffers (each buffer is in one place at a time),
         // so the slot is not one the kernel has yet to consume.
         // SAFETY: `base` points to `entries` entries owned by the pool; in range.
-        let entry = unsafe { &mut *ring.base.add(usize::from(tail & mask)) };
+        let entry = unsafe { &mut *base.add(usize::from(tail & mask)) };
         // `len` is the same for every entry and was written when the ring was made; the
         // kernel does not change it (no incremental consumption).
         entry.set_addr(self.buf_ptr(id) as u64);
@@ -177,7 +180,7 @@ impl PoolInner {
         // see the new tail, which it reads atomically.
         // SAFETY: the tail lives in the first entry's reserved bytes, 2-byte aligned.
         unsafe {
-            let tail_ptr = io_uring::types::BufRingEntry::tail(ring.base) as *const AtomicU16;
+            let tail_ptr = io_uring::types::BufRingEntry::tail(base) as *const AtomicU16;
             (*tail_ptr).store(new_tail, Ordering::Release);
         }
     }

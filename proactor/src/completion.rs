@@ -34,7 +34,65 @@ pub struct Completion {
     pub(crate) yields_fd: bool,
 }
 
+impl Default for Completion {
+    /// An empty completion, of no op: no op, no chunk, `Ok(0)`. A place for
+    /// [`Proactor::pop_into`](crate::Proactor::pop_into) to fill.
+    fn default() -> Self {
+        Completion {
+            token: 0,
+            id: OpId::NONE,
+            result: Ok(0),
+            more: false,
+            op: None,
+            buf: None,
+            yields_fd: false,
+        }
+    }
+}
+
 impl Completion {
+    /// Makes this completion, which holds nothing (`Proactor::pop_into` cleared it), the
+    /// completion of a multishot receive that got `buf` (`result` bytes): a backend's
+    /// per-message case, written field by field where the caller's completion is (see
+    /// [`Popped::Routed`](crate::sys::Popped::Routed)) rather than built and moved.
+    #[inline]
+    pub(crate) fn set_chunk(&mut self, token: u64, id: OpId, result: u32, buf: RecvBuf) {
+        debug_assert!(self.holds_nothing());
+        self.token = token;
+        self.id = id;
+        self.more = true;
+        self.yields_fd = false;
+        // Stores alone, without the drop checks of assignments: there is nothing to drop.
+        // (Were there, it would leak, not be freed twice.) `op` is `None` already.
+        std::mem::forget(std::mem::replace(&mut self.result, Ok(result)));
+        std::mem::forget(self.buf.replace(buf));
+    }
+
+    /// Makes this completion, which holds nothing (`Proactor::pop_into` cleared it), the
+    /// one the front end routed: written field by field where the caller's completion is.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn set(
+        &mut self,
+        token: u64,
+        id: OpId,
+        result: i32,
+        more: bool,
+        op: Option<Op>,
+        buf: Option<RecvBuf>,
+        yields_fd: bool,
+    ) {
+        debug_assert!(self.holds_nothing());
+        self.token = token;
+        self.id = id;
+        self.more = more;
+        self.yields_fd = yields_fd;
+        // As in `set_chunk`: stores alone, nothing to drop.
+        let result = Completion::result_from_raw(result);
+        std::mem::forget(std::mem::replace(&mut self.result, result));
+        std::mem::forget(std::mem::replace(&mut self.op, op));
+        std::mem::forget(std::mem::replace(&mut self.buf, buf));
+    }
+
     /// The new fd this completion hands over (a successful accept, single or multishot),
     /// which its receiver must own or close.
     pub fn new_fd(&self) -> Option<std::os::fd::RawFd> {
@@ -80,7 +138,8 @@ impl Completion {
     /// Drops what the completion holds (op, chunk, error), leaving nothing for its drop
     /// glue to free: a caller may then `mem::forget` it. The per-message case, a chunk and
     /// nothing else, is handled inline, without the general drop glue.
-    #[inline]
+    // Always: it is on the per-message path, where the compiler would not inline it.
+    #[inline(always)]
     pub fn clear(&mut self) {
         if self.op.is_none() && self.result.is_ok() {
             if let Some(buf) = self.buf.take() {
@@ -135,14 +194,6 @@ pub(crate) struct RawCompletion {
     pub(crate) more: bool,
     /// A received chunk (multishot receives).
     pub(crate) buf: Option<RecvBuf>,
-    /// Whether the backend found the op in the table and the completion is one the caller
-    /// gets as it is: `more` set, a success (`result >= 0`), from a live op (not detached,
-    /// not the proactor's wake-up read) that yields no fd. The front end then hands it on,
-    /// with `token`, without looking the op up again.
-    pub(crate) routed: bool,
-    /// The op's token, if `routed` (a separate field, not an `Option`, so that the flag
-    /// packs beside `more` and the struct stays small: it is moved per completion).
-    pub(crate) token: u64,
 }
 
 impl RawCompletion {
@@ -154,8 +205,6 @@ impl RawCompletion {
             result,
             more,
             buf,
-            routed: false,
-            token: 0,
         }
     }
 }

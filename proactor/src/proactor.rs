@@ -10,7 +10,7 @@ use crate::backend::{BackendChoice, BackendKind};
 use crate::completion::{Completion, RawCompletion};
 use crate::error::{SetupError, SetupErrorKind};
 use crate::op::{self, Op};
-use crate::sys::{self, Backend, Config, Driver};
+use crate::sys::{self, Backend, Config, Driver, Popped};
 use crate::table::{OpId, OpState, OpTable};
 use crate::waker::Waker;
 use crate::{audit, Features};
@@ -243,33 +243,36 @@ impl Proactor {
             entry.quiet = false;
             return Err(buf);
         }
-        let resendable = match &entry.op {
-            Op::Send(_) => true,
-            Op::Write(write) => write.offset.is_none(),
-            _ => false,
+        // A send, the per-message case, on its own: anything else is out of line, so that
+        // the compiler does not merge the cases into code that picks fields by variant.
+        let Op::Send(send) = &mut entry.op else {
+            return self.resend_other(id, buf);
         };
-        if !resendable {
-            return Err(buf);
-        }
-        audit::reclaim(&entry.op);
-        let old = match &mut entry.op {
-            Op::Send(send) => {
-                send.start = 0;
-                std::mem::replace(&mut send.buf, buf)
-            }
-            Op::Write(write) => {
-                write.start = 0;
-                std::mem::replace(&mut write.buf, buf)
-            }
-            // Checked above.
-            _ => return Err(buf),
-        };
+        let old = swap_buf(&mut send.buf, &mut send.start, buf);
         entry.state = OpState::Active;
         entry.result = 0;
-        audit::lend(&entry.op);
-        if !self.driver.restart_in_place(id, &mut entry.op) {
+        if !self.driver.restart_in_place(id, entry) {
             self.driver.restart(&mut self.table, id);
         }
+        Ok(old)
+    }
+
+    /// [`resend`](Proactor::resend) of a finished quiet op that is not a send.
+    #[inline(never)]
+    fn resend_other(&mut self, id: OpId, buf: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+        let Some(entry) = self.table.get_mut(id) else {
+            return Err(buf);
+        };
+        let Op::Write(write) = &mut entry.op else {
+            return Err(buf);
+        };
+        if write.offset.is_some() {
+            return Err(buf);
+        }
+        let old = swap_buf(&mut write.buf, &mut write.start, buf);
+        entry.state = OpState::Active;
+        entry.result = 0;
+        self.driver.restart(&mut self.table, id);
         Ok(old)
     }
 
@@ -348,40 +351,39 @@ impl Proactor {
     }
 
     /// The next completion, if one is ready.
-    #[inline]
     pub fn pop(&mut self) -> Option<Completion> {
+        let mut completion = Completion::default();
+        self.pop_into(&mut completion).then_some(completion)
+    }
+
+    /// [`pop`](Proactor::pop) into `completion`: what it held is dropped first (as by
+    /// [`Completion::clear`]); then the next completion, if one is ready, is written into
+    /// it (`true`), else it is left empty (`false`).
+    ///
+    /// For a loop that pops many: one completion is filled in place each time, where `pop`
+    /// builds each and moves it out (it is large, and this is the per-message path).
+    #[inline]
+    pub fn pop_into(&mut self, completion: &mut Completion) -> bool {
+        // Emptied here, not by the caller, so that filling it (`Completion::set_chunk`,
+        // `Completion::set`) is stores alone, without drop checks.
+        completion.clear();
         loop {
-            // A routed completion is taken apart where the backend left it: unwrapping the
-            // whole `RawCompletion` first costs a copy per message.
-            match self.driver.pop(&mut self.table) {
-                Some(RawCompletion {
-                    routed: true,
-                    id,
-                    result,
-                    more,
-                    buf,
-                    token,
-                }) => {
+            match self.driver.pop(&mut self.table, completion) {
+                Popped::Routed => {
                     debug_assert!(
-                        more && result >= 0,
+                        completion.more && completion.result.is_ok(),
                         "only successful `more` completions are routed"
                     );
-                    return Some(Completion {
-                        token,
-                        id,
-                        result: Ok(result as u32),
-                        more: true,
-                        op: None,
-                        buf,
-                        yields_fd: false,
-                    });
+                    return true;
                 }
-                Some(raw) => {
-                    if let Some(completion) = self.deliver(raw) {
-                        return Some(completion);
+                Popped::Raw => {
+                    if let Some(raw) = self.driver.take_raw() {
+                        if self.deliver(raw, completion) {
+                            return true;
+                        }
                     }
                 }
-                None => return None,
+                Popped::Empty => return false,
             }
         }
     }
@@ -392,24 +394,24 @@ impl Proactor {
         self.table.len() - usize::from(self.wake_op.is_some())
     }
 
-    /// Routes one raw completion that the backend did not route: to the caller, or consumed
-    /// here (quiet ops, wake-up reads and detached ops).
+    /// Routes one raw completion that the backend did not route: into `out` for the caller
+    /// (`true`), or consumed here (quiet ops, wake-up reads and detached ops).
     #[inline]
-    fn deliver(&mut self, raw: RawCompletion) -> Option<Completion> {
+    fn deliver(&mut self, raw: RawCompletion, out: &mut Completion) -> bool {
         let RawCompletion {
             id,
             result,
             more,
             buf,
-            routed: _,
-            token: _,
         } = raw;
-        let entry = self.table.get_mut(id)?;
+        let Some(entry) = self.table.get_mut(id) else {
+            return false;
+        };
         if entry.quiet && !more && entry.state == OpState::Active && entry.op.done_by(result) {
             // A quiet op that fully succeeded: kept, unreported, for `reclaim`.
             entry.state = OpState::Finished;
             entry.result = result;
-            return None;
+            return false;
         }
         let (token, state, yields_fd) = (entry.token, entry.state, entry.op.yields_fd());
         if Some(id) == self.wake_op {
@@ -418,7 +420,7 @@ impl Proactor {
                 self.wake_op = None;
                 self.arm_wake_read();
             }
-            return None;
+            return false;
         }
         if state == OpState::Detached {
             drop(buf);
@@ -430,20 +432,15 @@ impl Proactor {
                 // keeps it from leaking.
                 unsafe { libc::close(result) };
             }
-            return None;
+            return false;
         }
         if more {
-            return Some(Completion {
-                token,
-                id,
-                result: Completion::result_from_raw(result),
-                more,
-                op: None,
-                buf,
-                yields_fd,
-            });
+            out.set(token, id, result, more, None, buf, yields_fd);
+            return true;
         }
-        let mut op = self.finish(id)?;
+        let Some(mut op) = self.finish(id) else {
+            return false;
+        };
         let result = match (&op, result) {
             (Op::Timeout(_), r) if r == -libc::ETIME => 0,
             (_, r) => r,
@@ -451,15 +448,8 @@ impl Proactor {
         if result >= 0 {
             op.complete_read(result as usize);
         }
-        Some(Completion {
-            token,
-            id,
-            result: Completion::result_from_raw(result),
-            more,
-            op: Some(op),
-            buf,
-            yields_fd,
-        })
+        out.set(token, id, result, more, Some(op), buf, yields_fd);
+        true
     }
 
     /// Removes a finished op from the table, returning its memory to the caller.
@@ -474,6 +464,17 @@ impl Proactor {
         let read = op::Read::new(self.waker.fd(), Vec::with_capacity(8));
         self.wake_op = Some(self.push(read, WAKE_TOKEN));
     }
+}
+
+/// Swaps `place`, the buffer of a finished send or write, for `buf`, to be sent from the
+/// start (`start` is reset); returns the old buffer.
+#[inline]
+fn swap_buf(place: &mut Vec<u8>, start: &mut usize, buf: Vec<u8>) -> Vec<u8> {
+    audit::reclaim_vec(place);
+    *start = 0;
+    let old = std::mem::replace(place, buf);
+    audit::lend_vec(place);
+    old
 }
 
 impl Drop for Proactor {

@@ -3,11 +3,11 @@
 //! `user_data` on the ring is `generation << 32 | index`. A stale completion (or a queued
 //! cancel) whose generation no longer matches its slot is recognised and ignored, so it can
 //! never hit a newer op that reused the slot. Generation 0 is never given to an op: user data
-//! with generation 0 marks the proactor's internal entries (cancel requests, wait timeouts).
+//! with generation 0 marks the proactor's internal entries (cancel requests, wait timeouts),
+//! and a vacant slot has generation 0, so that the generation check alone tells whether an
+//! id names a live op.
 
-use slab::Slab;
-
-use crate::op::Op;
+use crate::op::{Nop, Op};
 
 /// Identifies one pushed op until its final completion is popped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,6 +17,15 @@ pub struct OpId {
 }
 
 impl OpId {
+    /// Names no op: the id of an empty [`Completion`](crate::Completion), which users can
+    /// copy and pass back. Generation 0 is that of vacant slots, so its index must be one
+    /// the table never reaches (`insert_with` refuses it): a lookup fails its bounds check
+    /// instead of finding a vacant slot as if it were the op.
+    pub(crate) const NONE: OpId = OpId {
+        index: u32::MAX,
+        generation: 0,
+    };
+
     /// The value carried in the ring's `user_data`.
     pub(crate) fn user_data(self) -> u64 {
         (u64::from(self.generation) << 32) | u64::from(self.index)
@@ -52,6 +61,22 @@ pub(crate) enum OpState {
     Finished,
 }
 
+/// Where the backend has an op: the io_uring driver's record, kept in the op's entry (in
+/// what would be padding) so that its per-message paths, which hold the entry already,
+/// update it without a second lookup. The epoll backend keeps its own per-op places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Stage {
+    /// Not started yet.
+    #[default]
+    Idle,
+    /// Waiting in the user-space backlog for room in the submission queue.
+    Backlog,
+    /// Its SQE is in the submission queue or the kernel: a CQE will come.
+    Kernel,
+    /// Its final completion is decided (reported, or waiting in the ready queue).
+    Done,
+}
+
 /// One op in flight.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -62,14 +87,53 @@ pub(crate) struct Entry {
     pub(crate) state: OpState,
     /// Whether a full success goes unreported (`Proactor::push_quiet`).
     pub(crate) quiet: bool,
+    /// Where the backend has it (see [`Stage`]).
+    pub(crate) stage: Stage,
     pub(crate) op: Op,
 }
 
 /// Slab of ops in flight.
-#[derive(Debug, Default)]
+///
+/// Not a `slab::Slab`: its slots are an enum, vacant or occupied, so a lookup would test
+/// which before comparing generations, and lookups are per message. Here a vacant slot is
+/// an entry of generation 0 holding a [`Nop`], with the next free index in its `token`.
+#[derive(Debug)]
 pub(crate) struct OpTable {
-    slots: Slab<Entry>,
+    entries: Vec<Entry>,
+    /// The most recently freed slot (reused first), or [`NO_SLOT`].
+    free: usize,
+    /// Occupied slots.
+    len: usize,
     next_generation: u32,
+}
+
+/// End of the free list.
+const NO_SLOT: usize = usize::MAX;
+
+impl Default for OpTable {
+    fn default() -> Self {
+        OpTable {
+            entries: Vec::new(),
+            free: NO_SLOT,
+            len: 0,
+            next_generation: 0,
+        }
+    }
+}
+
+impl Entry {
+    /// A vacant slot, followed in the free list by `next`.
+    fn vacant(next: usize) -> Entry {
+        Entry {
+            generation: 0,
+            result: 0,
+            token: next as u64,
+            state: OpState::Finished,
+            quiet: false,
+            stage: Stage::Idle,
+            op: Op::Nop(Nop),
+        }
+    }
 }
 
 impl OpTable {
@@ -84,53 +148,79 @@ impl OpTable {
     pub(crate) fn insert_with(&mut self, op: Op, token: u64, quiet: bool) -> OpId {
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let generation = self.next_generation;
-        let index = self.slots.insert(Entry {
+        let entry = Entry {
             generation,
             result: 0,
             token,
             state: OpState::Active,
             quiet,
+            stage: Stage::Idle,
             op,
-        });
-        let index =
-            u32::try_from(index).unwrap_or_else(|_| unreachable!("more than 2^32 ops in flight"));
+        };
+        let index = match self.entries.get_mut(self.free) {
+            Some(vacant) => {
+                let index = self.free;
+                self.free = vacant.token as usize;
+                *vacant = entry;
+                index
+            }
+            None => {
+                self.entries.push(entry);
+                self.entries.len() - 1
+            }
+        };
+        self.len += 1;
+        // `u32::MAX` is `OpId::NONE`'s.
+        let index = u32::try_from(index)
+            .ok()
+            .filter(|&index| index != u32::MAX)
+            .unwrap_or_else(|| unreachable!("2^32 - 1 ops in flight"));
         OpId { index, generation }
     }
 
     /// The entry for `id`, unless it already completed.
+    #[inline]
     pub(crate) fn get(&self, id: OpId) -> Option<&Entry> {
-        self.slots
+        // Vacant slots have generation 0, which no id has.
+        self.entries
             .get(id.index())
             .filter(|e| e.generation == id.generation)
     }
 
     /// The entry for `id`, unless it already completed.
+    #[inline]
     pub(crate) fn get_mut(&mut self, id: OpId) -> Option<&mut Entry> {
-        self.slots
+        self.entries
             .get_mut(id.index())
             .filter(|e| e.generation == id.generation)
     }
 
     /// Removes the entry for `id` (after its final completion).
     pub(crate) fn remove(&mut self, id: OpId) -> Option<Entry> {
-        self.get(id)?;
-        Some(self.slots.remove(id.index()))
+        let free = self.free;
+        let slot = self.get_mut(id)?;
+        let entry = std::mem::replace(slot, Entry::vacant(free));
+        self.free = id.index();
+        self.len -= 1;
+        Some(entry)
     }
 
     /// How many ops are in flight (including detached ones).
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.len
     }
 
     /// Whether no op is in flight.
     pub(crate) fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len == 0
     }
 
     /// The ids of every op in flight.
     pub(crate) fn ids(&self) -> Vec<OpId> {
-        self.slots
+        self.entries
             .iter()
+            .enumerate()
+            .filter(|(_, e)| e.generation != 0)
             .map(|(index, e)| OpId {
                 index: index as u32,
                 generation: e.generation,
@@ -143,6 +233,42 @@ impl OpTable {
 mod tests {
     use super::*;
     use crate::op::Nop;
+
+    #[test]
+    fn freed_slots_are_reused_last_freed_first() {
+        let mut table = OpTable::default();
+        let ids: Vec<OpId> = (0..4).map(|t| table.insert(Nop.into(), t)).collect();
+        assert_eq!(table.len(), 4);
+        table.remove(ids[1]);
+        table.remove(ids[3]);
+        assert_eq!(table.len(), 2);
+        assert!(table.remove(ids[3]).is_none(), "removed twice");
+        assert_eq!(table.ids(), vec![ids[0], ids[2]]);
+        let a = table.insert(Nop.into(), 10);
+        let b = table.insert(Nop.into(), 11);
+        let c = table.insert(Nop.into(), 12);
+        assert_eq!((a.index(), b.index(), c.index()), (3, 1, 4));
+        assert_eq!(table.len(), 5);
+        for (id, token) in [(ids[0], 0), (ids[2], 2), (a, 10), (b, 11), (c, 12)] {
+            assert_eq!(table.get(id).map(|e| e.token), Some(token));
+        }
+        assert!(table.get(ids[1]).is_none() && table.get(ids[3]).is_none());
+    }
+
+    #[test]
+    fn the_id_of_no_op_never_finds_a_vacant_slot() {
+        let mut table = OpTable::default();
+        let id = table.insert(Nop.into(), 1);
+        assert!(table.remove(id).is_some());
+        // Slot 0 is vacant (generation 0, like `OpId::NONE`).
+        assert!(table.get(OpId::NONE).is_none());
+        assert!(table.get_mut(OpId::NONE).is_none());
+        assert!(table.remove(OpId::NONE).is_none());
+        assert!(table.is_empty());
+        let again = table.insert(Nop.into(), 2);
+        assert_eq!(again.index(), id.index(), "the free list is intact");
+        assert_eq!(table.len(), 1);
+    }
 
     #[test]
     fn stale_ids_miss_reused_slots() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ringloop_proactor::audit::AuditAllocator;
 use ringloop_proactor::op::RecvMulti;
-use ringloop_proactor::{Proactor, RecvBuf};
+use ringloop_proactor::{Completion, Op, Proactor, RecvBuf};
 use support::*;
 
 #[global_allocator]
@@ -174,4 +174,53 @@ fn bufring_two_streams_share_the_pool() {
     t1.join().unwrap();
     t2.join().unwrap();
     assert!(g1 == d1 && g2 == d2);
+}
+
+/// Polls until `pop_into` fills `completion`; panics after a few seconds.
+fn next_into(p: &mut Proactor, completion: &mut Completion) {
+    let start = std::time::Instant::now();
+    while !p.pop_into(completion) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no completion");
+        p.poll(Some(Duration::from_millis(100))).unwrap();
+    }
+}
+
+#[test]
+fn bufring_pop_into_drops_what_the_completion_held() {
+    // One pooled buffer: a later chunk comes from the pool only if `pop_into` dropped the
+    // first, which the completion still held.
+    let mut p = Proactor::builder().recv_buffers(1, 64).build().unwrap();
+    let (server, mut client) = tcp_pair();
+    let id = p.push(RecvMulti::new(fd(&server)), 7);
+    let mut completion = Completion::default();
+    client.write_all(b"first").unwrap();
+    next_into(&mut p, &mut completion);
+    assert_eq!((completion.token, completion.id), (7, id));
+    assert!(completion.more && completion.op.is_none());
+    assert_eq!(completion.result.as_ref().ok(), Some(&5));
+    assert_eq!(completion.buf.as_deref(), Some(&b"first"[..]));
+    assert!(completion.buf.as_ref().is_some_and(RecvBuf::is_pooled));
+    // Nothing ready: `false`, and the completion is left empty.
+    p.poll(Some(Duration::ZERO)).unwrap();
+    assert!(!p.pop_into(&mut completion));
+    assert!(completion.buf.is_none() && completion.op.is_none() && completion.result.is_ok());
+    // The next chunk, or (a receive standing in for the multishot took its buffer when the
+    // first arrived: kernels without buffer rings) the one after.
+    let mut pooled = false;
+    for word in [&b"second"[..], b"third"] {
+        client.write_all(word).unwrap();
+        next_into(&mut p, &mut completion);
+        assert_eq!(completion.buf.as_deref(), Some(word));
+        if completion.buf.as_ref().is_some_and(RecvBuf::is_pooled) {
+            pooled = true;
+            break;
+        }
+    }
+    assert!(pooled, "the first chunk's buffer never came back");
+    // The final completion, with its op, replaces the chunk.
+    assert!(p.cancel(id));
+    next_into(&mut p, &mut completion);
+    assert_eq!((completion.id, completion.more), (id, false));
+    assert!(completion.buf.is_none() && matches!(completion.op, Some(Op::RecvMulti(_))));
+    assert_eq!(errno(&completion), Some(libc::ECANCELED));
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ringloop_proactor::audit::AuditAllocator;
 use ringloop_proactor::op::{Nop, Send, Write};
-use ringloop_proactor::Op;
+use ringloop_proactor::{Completion, Op};
 use support::*;
 
 #[global_allocator]
@@ -182,4 +182,22 @@ fn resend_of_a_quiet_send_still_in_flight_gives_the_buffer_back_and_makes_it_lou
     assert_eq!(done.id, id, "reported: it is loud now");
     assert_eq!(read_n(&mut client, 5), b"first");
     assert!(p.resend(id, Vec::new()).is_err(), "a reported op is gone");
+}
+
+#[test]
+fn the_id_of_an_empty_completion_names_no_op() {
+    // An empty completion's id, passed back, must not reach a vacant slot of the table.
+    let mut p = proactor();
+    let done = run(&mut p, Nop);
+    let none = Completion::default().id;
+    assert_ne!(done.id, none);
+    assert!(!p.cancel(none));
+    p.detach(none);
+    assert!(p.reclaim(none).is_none());
+    assert!(p.reclaim_buf(none).is_none());
+    assert!(p.resend(none, b"x".to_vec()).is_err());
+    // The table is intact: ops still come and go.
+    let again = run(&mut p, Nop);
+    assert_eq!(again.result.unwrap(), 0);
+    assert_eq!(p.in_flight(), 0);
 }

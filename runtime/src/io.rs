@@ -301,7 +301,15 @@ impl EventLoop {
     /// Dispatches one completion to its handler (the loop's dispatch step).
     #[inline]
     pub(crate) fn dispatch(&self, completion: &mut Completion) {
-        let handler = self.inner.io.borrow().get(completion.token);
+        // Unguarded: the borrow flag is checked, not raised and lowered again (per message).
+        // SAFETY: the shared reference lives only for `get`, which runs no code that could
+        // borrow the registry mutably (it clones an `Rc` and copies a pointer), and
+        // `try_borrow_unguarded` has checked that no mutable borrow is active.
+        let handler = match unsafe { self.inner.io.try_borrow_unguarded() } {
+            Ok(io) => io.get(completion.token),
+            // What `borrow` would do: nothing borrows it mutably while the loop dispatches.
+            Err(err) => panic!("I/O registry borrowed during dispatch: {err}"),
+        };
         match handler {
             Some((_alive, target)) => {
                 // SAFETY: `target` points to the value of the `Rc` that `_alive` holds a

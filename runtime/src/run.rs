@@ -16,6 +16,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use ringloop_proactor::Completion;
+
 use crate::clock::{self, wait_until};
 use crate::error::LoopError;
 use crate::event_loop::{EventLoop, Inner};
@@ -144,22 +146,23 @@ impl EventLoop {
                 return Err(err.into());
             }
         }
+        // One completion, filled in place by each pop (which first drops, inline, what the
+        // handler left of the previous one, usually a chunk it has read): building one per
+        // message and moving it out costs a copy of its 144 bytes.
+        let mut completion = Completion::default();
         loop {
-            let mut next = match inner.proactor.borrow_mut().as_mut() {
-                Some(proactor) => proactor.pop(),
-                None => None,
+            let popped = match inner.proactor.borrow_mut().as_mut() {
+                Some(proactor) => proactor.pop_into(&mut completion),
+                None => false,
             };
-            // Dispatched where it landed: moving a completion out of the `Option` is a
-            // 144-byte copy per message.
-            let Some(completion) = next.as_mut() else {
+            if !popped {
                 break;
-            };
-            self.dispatch(completion);
-            // What the handler left (usually a chunk it has read) is freed here, inline;
-            // the empty completion then has nothing for the drop glue to do.
-            completion.clear();
-            std::mem::forget(next);
+            }
+            self.dispatch(&mut completion);
         }
+        // Inline, and then there is nothing for the drop glue to do.
+        completion.clear();
+        std::mem::forget(completion);
         self.drain_remote();
         {
             let mut timers = inner.timers.borrow_mut();

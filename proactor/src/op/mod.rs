@@ -200,12 +200,20 @@ impl Op {
     /// (the condition for a quiet op to finish unreported). `false` for other ops.
     #[inline]
     pub(crate) fn done_by(&self, result: i32) -> bool {
-        let left = match self {
-            Op::Send(op) => op.remaining().len(),
-            Op::Write(op) => op.remaining().len(),
-            _ => return false,
-        };
-        usize::try_from(result).is_ok_and(|n| n >= left)
+        fn covers(result: i32, left: &[u8]) -> bool {
+            usize::try_from(result).is_ok_and(|n| n >= left.len())
+        }
+        // Out of line, so that the compiler does not merge it with the send's case into
+        // code that picks fields by variant: a send, the per-message case, is then one
+        // comparison of the tag.
+        #[inline(never)]
+        fn write_done_by(op: &Op, result: i32) -> bool {
+            matches!(op, Op::Write(op) if covers(result, op.remaining()))
+        }
+        match self {
+            Op::Send(op) => covers(result, op.remaining()),
+            op => write_done_by(op, result),
+        }
     }
 
     /// Records a successful read of `n` bytes into the op's buffers (extends their

@@ -16,9 +16,12 @@
 //!   completion is available, `timeout` passes (`Some(ZERO)`: never block; `None`: no limit)
 //!   or the proactor's eventfd is written. A signal interrupting the wait (`EINTR`) is a
 //!   normal return, not an error. On io_uring this is one `io_uring_enter`.
-//! - **`pop(table)`** — the next completion, in the order the kernel produced them; per op,
-//!   `more == false` exactly once and last. Multishot receives fall back to single receives
-//!   into owned buffers when the buffer pool is dry, without ending the op.
+//! - **`pop(table, out)`** — the next completion, in the order the kernel produced them; per
+//!   op, `more == false` exactly once and last. Multishot receives fall back to single
+//!   receives into owned buffers when the buffer pool is dry, without ending the op. A
+//!   backend may write a completion the caller gets as it is straight into `out`
+//!   ([`Popped::Routed`]); others go to the front end as [`RawCompletion`]s
+//!   (**`take_raw()`**).
 //! - **`forget_fd(fd)`** — the fd is being closed: drop any per-fd registration.
 //! - **`features()`**, **`kind()`** — what the backend is and what it uses.
 //!
@@ -35,9 +38,8 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use crate::buf::BufPool;
-use crate::completion::RawCompletion;
-use crate::op::Op;
-use crate::table::{OpId, OpTable};
+use crate::completion::{Completion, RawCompletion};
+use crate::table::{Entry, OpId, OpTable};
 use crate::{BackendKind, Features};
 
 /// The contract every backend implements (see the module docs).
@@ -50,24 +52,56 @@ pub(crate) trait Backend {
         self.push(table, id);
     }
     /// [`restart`](Backend::restart) for a caller that holds the op's table entry: starts
-    /// `op` (the op at `id`) without looking it up, or returns `false`, having changed
-    /// nothing, when it cannot (then `restart` it). `op` was just reset to transfer its whole
-    /// buffer (a send's or write's `start` is 0).
-    fn restart_in_place(&mut self, _id: OpId, _op: &mut Op) -> bool {
+    /// its op (the op at `id`) without looking it up, or returns `false`, having changed
+    /// nothing, when it cannot (then `restart` it). The op was just reset to transfer its
+    /// whole buffer (a send's or write's `start` is 0).
+    fn restart_in_place(&mut self, _id: OpId, _entry: &mut Entry) -> bool {
         false
     }
     /// Asks for the op at `id` to finish early.
     fn cancel(&mut self, table: &mut OpTable, id: OpId);
     /// Submits queued work and waits for a completion, the timeout or a wake-up.
     fn poll(&mut self, table: &mut OpTable, timeout: Option<Duration>) -> io::Result<()>;
-    /// The next completion.
-    fn pop(&mut self, table: &mut OpTable) -> Option<RawCompletion>;
+    /// The next completion: written into `out`, or waiting for `take_raw` (see [`Popped`]).
+    fn pop(&mut self, table: &mut OpTable, out: &mut Completion) -> Popped;
+    /// The completion that `pop` reported as [`Popped::Raw`].
+    fn take_raw(&mut self) -> Option<RawCompletion>;
     /// Drops per-fd state of an fd about to be closed.
     fn forget_fd(&mut self, fd: RawFd);
     /// What the backend uses.
     fn features(&self) -> &Features;
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
+}
+
+/// What [`Backend::pop`] found. No payload: returned in a register, it costs no copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Popped {
+    /// No completion is ready.
+    Empty,
+    /// A completion the caller gets as it is, which the backend wrote into the caller's
+    /// [`Completion`] ([`Completion::set_chunk`]), having found its op in the table: a
+    /// received chunk (`more` set, a success) of a live op (not detached, not the
+    /// proactor's wake-up read) that yields no fd. The front end hands it on without
+    /// looking the op up again, and nothing is moved on the way.
+    Routed,
+    /// A completion for the front end to route: [`Backend::take_raw`] hands it over.
+    Raw,
+}
+
+/// [`Backend::pop`] for the backends' own tests: every completion as a [`RawCompletion`],
+/// routed ones included.
+#[cfg(test)]
+pub(crate) fn pop_raw(backend: &mut impl Backend, table: &mut OpTable) -> Option<RawCompletion> {
+    let mut out = Completion::default();
+    match backend.pop(table, &mut out) {
+        Popped::Empty => None,
+        Popped::Raw => backend.take_raw(),
+        Popped::Routed => {
+            let result = out.result.as_ref().map_or(-1, |&n| n as i32);
+            Some(RawCompletion::new(out.id, result, out.more, out.buf.take()))
+        }
+    }
 }
 
 /// What a backend needs from the builder.
@@ -89,6 +123,9 @@ pub(crate) struct Config {
 // One `Driver` per proactor, built once and never moved after: boxing the larger variant
 // would only add a pointer chase to every call.
 #[allow(clippy::large_enum_variant)]
+// A tag of its own rather than a niche in a field: telling the variants apart is then one
+// comparison of a byte, on every call (several per message).
+#[repr(u8)]
 pub(crate) enum Driver {
     /// io_uring.
     Uring(uring::Driver),
@@ -115,8 +152,8 @@ impl Backend for Driver {
         delegate!(self, d => d.restart(table, id))
     }
     #[inline]
-    fn restart_in_place(&mut self, id: OpId, op: &mut Op) -> bool {
-        delegate!(self, d => d.restart_in_place(id, op))
+    fn restart_in_place(&mut self, id: OpId, entry: &mut Entry) -> bool {
+        delegate!(self, d => d.restart_in_place(id, entry))
     }
     #[inline]
     fn cancel(&mut self, table: &mut OpTable, id: OpId) {
@@ -127,8 +164,12 @@ impl Backend for Driver {
         delegate!(self, d => d.poll(table, timeout))
     }
     #[inline]
-    fn pop(&mut self, table: &mut OpTable) -> Option<RawCompletion> {
-        delegate!(self, d => d.pop(table))
+    fn pop(&mut self, table: &mut OpTable, out: &mut Completion) -> Popped {
+        delegate!(self, d => d.pop(table, out))
+    }
+    #[inline]
+    fn take_raw(&mut self) -> Option<RawCompletion> {
+        delegate!(self, d => d.take_raw())
     }
     fn forget_fd(&mut self, fd: RawFd) {
         delegate!(self, d => d.forget_fd(fd))

@@ -65,9 +65,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::buf::BufPool;
-use crate::completion::RawCompletion;
+use crate::completion::{Completion, RawCompletion};
 use crate::op::Op;
-use crate::sys::{free_list_pool, Backend, Config};
+use crate::sys::{free_list_pool, Backend, Config, Popped};
 use crate::table::{OpId, OpTable};
 use crate::{BackendKind, Features};
 
@@ -745,7 +745,16 @@ impl Backend for Driver {
     }
 
     #[inline]
-    fn pop(&mut self, _table: &mut OpTable) -> Option<RawCompletion> {
+    fn pop(&mut self, _table: &mut OpTable, _out: &mut Completion) -> Popped {
+        if self.ready.is_empty() {
+            Popped::Empty
+        } else {
+            Popped::Raw
+        }
+    }
+
+    #[inline]
+    fn take_raw(&mut self) -> Option<RawCompletion> {
         self.ready.pop_front()
     }
 
@@ -780,7 +789,7 @@ mod tests {
 
     fn drain(driver: &mut Driver, table: &mut OpTable) -> Vec<(OpId, i32, bool)> {
         let mut out = Vec::new();
-        while let Some(c) = driver.pop(table) {
+        while let Some(c) = crate::sys::pop_raw(driver, table) {
             if !c.more {
                 table.remove(c.id);
             }

@@ -11,20 +11,19 @@
 //!   cancelled or detached (see [`multishot`](super::multishot)).
 
 use super::multishot::last;
-use super::slots::Stage;
 use super::submit::{cancel_sqe, Queued};
 use super::Driver;
-use crate::table::{OpId, OpTable};
+use crate::table::{OpId, OpTable, Stage};
 
 impl Driver {
     /// The backend's `cancel`.
     pub(super) fn cancel_op(&mut self, table: &mut OpTable, id: OpId) {
-        if table.get(id).is_none() {
+        let Some(entry) = table.get_mut(id) else {
             return;
-        }
-        match self.slots.stage(id) {
+        };
+        match entry.stage {
             Stage::Backlog => {
-                self.slots.get(id).stage = Stage::Done;
+                entry.stage = Stage::Done;
                 self.ready.push_back(last(id, -libc::ECANCELED));
             }
             Stage::Kernel => {

@@ -42,15 +42,15 @@ use io_uring::IoUring;
 
 use crate::audit;
 use crate::buf::BufPool;
-use crate::completion::RawCompletion;
+use crate::completion::{Completion, RawCompletion};
 use crate::error::SetupError;
 use crate::op::Op;
-use crate::sys::{Backend, Config};
-use crate::table::{OpId, OpState, OpTable};
+use crate::sys::{Backend, Config, Popped};
+use crate::table::{Entry, OpId, OpState, OpTable, Stage};
 use crate::{BackendKind, Features};
 
 use setup::{Caps, EnterTarget};
-use slots::{Slots, Stage};
+use slots::Slots;
 use submit::Queued;
 
 /// `user_data` of the driver's `AsyncCancel` requests (generation 0: internal).
@@ -126,18 +126,22 @@ impl Driver {
         self.ring.completion().next()
     }
 
-    /// Turns one CQE into what the caller sees (nothing for internal requests and for
+    /// Turns one CQE into what the caller sees (`Empty` for internal requests and for
     /// steps of emulations that report no event).
     #[inline]
-    fn on_cqe(&mut self, table: &mut OpTable, cqe: &cqueue::Entry) -> Option<RawCompletion> {
+    fn on_cqe(&mut self, table: &mut OpTable, cqe: &cqueue::Entry, out: &mut Completion) -> Popped {
         let (user_data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
         let Some(id) = OpId::from_user_data(user_data) else {
             tracing::trace!(user_data, res, "internal completion");
-            return None;
+            return Popped::Empty;
         };
         let more = cqueue::more(flags);
         if !more {
-            self.in_kernel = self.in_kernel.saturating_sub(1);
+            // Wrapping, not saturating (one instruction, not four): a miscount, which would
+            // be a driver bug, then reads as requests in flight, and `drop` leaks the pool
+            // rather than free memory the kernel may still write.
+            debug_assert!(self.in_kernel > 0, "more final CQEs than requests");
+            self.in_kernel = self.in_kernel.wrapping_sub(1);
         }
         let Some(entry) = table.get_mut(id) else {
             // Ops leave the table only after their final CQE, so this is a driver bug;
@@ -146,44 +150,60 @@ impl Driver {
                 drop(self.pool.filled(bid, 0));
             }
             tracing::error!(?id, res, "completion for an op that is no longer in flight");
-            return None;
+            return Popped::Empty;
         };
         if !more {
-            self.slots.get(id).stage = Stage::Done;
+            entry.stage = Stage::Done;
             if entry.quiet && entry.state == OpState::Active && entry.op.done_by(res) {
                 // The per-message send, settled here rather than through a `RawCompletion`
                 // and a second lookup in the front end (which would do the same: see
                 // `Proactor::deliver`).
                 entry.state = OpState::Finished;
                 entry.result = res;
-                return None;
+                return Popped::Empty;
             }
         }
         if let Op::RecvMulti(_) = &entry.op {
             // The per-message case, inline: data in a ring buffer, the multishot goes on.
-            // (A single receive standing in for the multishot never sets `more`.) Tested
-            // before the `match` below, which compiles to a jump table.
-            if more && res > 0 && self.slots.get(id).buf.is_none() {
+            // Tested before the `match` below, which compiles to a jump table. `more` alone
+            // tells it from a single receive standing in for the multishot (which never sets
+            // it, and is never in flight beside one): no look at the slot's buffer.
+            debug_assert!(!more || self.slots.get(id).buf.is_none());
+            if more && res > 0 {
                 if let Some(bid) = cqueue::buffer_select(flags) {
-                    // Routed here, from the entry at hand, unless the front end must
-                    // consume it (a detached op).
-                    return Some(RawCompletion {
-                        id,
-                        result: res,
-                        more,
-                        buf: Some(self.pool.filled(bid, res as usize)),
-                        routed: entry.state != OpState::Detached,
-                        token: entry.token,
-                    });
+                    let buf = self.pool.filled(bid, res as usize);
+                    if entry.state == OpState::Detached {
+                        // The front end consumes it.
+                        return self.raw(Some(RawCompletion::new(id, res, more, Some(buf))));
+                    }
+                    // Routed here, from the entry at hand.
+                    out.set_chunk(entry.token, id, res as u32, buf);
+                    return Popped::Routed;
                 }
             }
-            return self.on_recv_multi(table, id, res, flags);
+            let done = self.on_recv_multi(table, id, res, flags);
+            return self.raw(done);
         }
-        match &entry.op {
+        let done = match &entry.op {
             Op::AcceptMulti(_) => self.on_multi(table, id, res, more),
             Op::PollAdd(poll) if poll.multishot => self.on_multi(table, id, res, more),
             Op::WaitId(_) if !self.caps.waitid => self.on_pidfd_poll(table, id, res),
             _ => Some(RawCompletion::new(id, res, more, None)),
+        };
+        self.raw(done)
+    }
+
+    /// Queues `done`, a completion for the front end (which `take_raw` hands over next:
+    /// it goes before anything queued meanwhile), if any.
+    #[inline]
+    fn raw(&mut self, done: Option<RawCompletion>) -> Popped {
+        match done {
+            Some(done) => {
+                self.ready.push_front(done);
+                Popped::Raw
+            }
+            None if self.ready.is_empty() => Popped::Empty,
+            None => Popped::Raw,
         }
     }
 }
@@ -203,8 +223,8 @@ impl Backend for Driver {
     }
 
     #[inline]
-    fn restart_in_place(&mut self, id: OpId, op: &mut Op) -> bool {
-        self.restart_send(id, op)
+    fn restart_in_place(&mut self, id: OpId, entry: &mut Entry) -> bool {
+        self.restart_send(id, entry)
     }
 
     fn cancel(&mut self, table: &mut OpTable, id: OpId) {
@@ -216,16 +236,24 @@ impl Backend for Driver {
     }
 
     #[inline]
-    fn pop(&mut self, table: &mut OpTable) -> Option<RawCompletion> {
+    fn pop(&mut self, table: &mut OpTable, out: &mut Completion) -> Popped {
         loop {
-            if let Some(done) = self.ready.pop_front() {
-                return Some(done);
+            if !self.ready.is_empty() {
+                return Popped::Raw;
             }
-            let cqe = self.next_cqe()?;
-            if let Some(done) = self.on_cqe(table, &cqe) {
-                return Some(done);
+            let Some(cqe) = self.next_cqe() else {
+                return Popped::Empty;
+            };
+            let popped = self.on_cqe(table, &cqe, out);
+            if popped != Popped::Empty {
+                return popped;
             }
         }
+    }
+
+    #[inline]
+    fn take_raw(&mut self) -> Option<RawCompletion> {
+        self.ready.pop_front()
     }
 
     fn forget_fd(&mut self, _fd: RawFd) {}

@@ -417,7 +417,7 @@ mod tests {
             driver
                 .poll(&mut table, Some(Duration::from_millis(100)))
                 .unwrap();
-            while let Some(c) = driver.pop(&mut table) {
+            while let Some(c) = crate::sys::pop_raw(&mut driver, &mut table) {
                 assert!(c.more, "the receive ended: {}", c.result);
                 let Some(buf) = c.buf else { continue };
                 got.extend_from_slice(&buf);
@@ -445,7 +445,7 @@ mod tests {
             driver
                 .poll(&mut table, Some(Duration::from_millis(100)))
                 .unwrap();
-            while let Some(c) = driver.pop(&mut table) {
+            while let Some(c) = crate::sys::pop_raw(&mut driver, &mut table) {
                 if !c.more {
                     break 'end;
                 }

@@ -1,27 +1,14 @@
 //! Per-op backend state, in a side table indexed by the op's slot index.
 //!
-//! The front end's [`OpTable`](crate::table::OpTable) holds the ops; this table holds what
-//! only the io_uring driver needs about each: where the op is (user-space backlog, kernel,
-//! done) and, for a multishot receive running as single receives, the buffer the kernel is
-//! filling. A slot is reset when a new op takes its index.
+//! The front end's [`OpTable`](crate::table::OpTable) holds the ops, and where the driver
+//! has each ([`Stage`](crate::table::Stage), in the entry that the per-message paths hold
+//! anyway); this table holds what only multishot receives running as single receives need:
+//! that they do, and the buffer the kernel is filling. A slot is reset when a new op takes
+//! its index.
 
 use crate::audit;
 use crate::buf::{BufPool, RecvBuf};
 use crate::table::OpId;
-
-/// Where an op is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(super) enum Stage {
-    /// Not started yet.
-    #[default]
-    Idle,
-    /// Waiting in the user-space backlog for room in the submission queue.
-    Backlog,
-    /// Its SQE is in the submission queue or the kernel: a CQE will come.
-    Kernel,
-    /// Its final completion is decided (reported, or waiting in the ready queue).
-    Done,
-}
 
 /// The buffer of a single receive that stands in for a multishot receive.
 #[derive(Debug)]
@@ -75,8 +62,6 @@ impl SingleBuf {
 pub(super) struct Slot {
     /// The op this state belongs to.
     id: Option<OpId>,
-    /// Where the op is.
-    pub(super) stage: Stage,
     /// Multishot receive only: the next arm is a single receive (the ring ran dry).
     pub(super) single: bool,
     /// Multishot receive only: the buffer of the single receive in flight.
@@ -113,7 +98,6 @@ impl Slots {
         // Field by field: `buf` is `None` here, so nothing needs dropping (a whole-`Slot`
         // assignment would check it again).
         slot.id = Some(id);
-        slot.stage = Stage::Idle;
         slot.single = false;
         slot
     }
@@ -128,14 +112,6 @@ impl Slots {
             "side table out of step with the op table"
         );
         slot
-    }
-
-    /// Where op `id` is (`Idle` for an index never used).
-    pub(super) fn stage(&self, id: OpId) -> Stage {
-        match self.0.get(id.index()) {
-            Some(slot) if slot.id == Some(id) => slot.stage,
-            _ => Stage::Idle,
-        }
     }
 
     /// Whether any slot still holds a buffer lent to the kernel.

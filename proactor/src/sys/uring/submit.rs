@@ -23,10 +23,9 @@ use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{EnterFlags, IoUring};
 
 use super::prep::{self, Ctx, Prepared};
-use super::slots::Stage;
 use super::{multishot, Driver, WAIT_USER_DATA};
 use crate::op::Op;
-use crate::table::{OpId, OpTable};
+use crate::table::{Entry as OpEntry, OpId, OpTable, Stage};
 
 /// An entry of the backlog.
 #[derive(Debug, Clone, Copy)]
@@ -65,16 +64,18 @@ impl Driver {
         if self.backlog.is_empty() && self.issue(table, id) {
             return;
         }
-        self.slots.get(id).stage = Stage::Backlog;
+        if let Some(entry) = table.get_mut(id) {
+            entry.stage = Stage::Backlog;
+        }
         self.backlog.push_back(Queued::Op(id));
     }
 
-    /// Starts again send `id`, whose op the caller holds (so it is not looked up again) and
-    /// just reset to send its whole buffer, when nothing is backlogged and the SQ has room.
-    /// `false` (nothing changed) otherwise, or for any other op: then `start` it.
+    /// Starts again send `id`, whose table entry the caller holds (so it is not looked up
+    /// again) and just reset to send its whole buffer, when nothing is backlogged and the SQ
+    /// has room. `false` (nothing changed) otherwise, or for any other op: then `start` it.
     #[inline]
-    pub(super) fn restart_send(&mut self, id: OpId, op: &mut Op) -> bool {
-        let Op::Send(send) = op else {
+    pub(super) fn restart_send(&mut self, id: OpId, entry: &mut OpEntry) -> bool {
+        let Op::Send(send) = &mut entry.op else {
             return false;
         };
         if !self.backlog.is_empty() {
@@ -90,7 +91,7 @@ impl Driver {
         if unsafe { self.ring.submission().push(&sqe) }.is_err() {
             return false;
         }
-        self.slots.get(id).stage = Stage::Kernel;
+        entry.stage = Stage::Kernel;
         self.in_kernel += 1;
         true
     }
@@ -106,10 +107,9 @@ impl Driver {
         let Some(entry) = table.get_mut(id) else {
             return true;
         };
-        let slot = self.slots.get(id);
         if let Op::Send(send) = &mut entry.op {
             // The per-message case, without the generic dispatch's `Prepared` detour.
-            slot.stage = Stage::Kernel;
+            entry.stage = Stage::Kernel;
             self.in_kernel += 1;
             // SAFETY: as below: the SQE points into the op's heap buffer, which stays valid
             // and in place until the front end removes the op after its final CQE.
@@ -121,9 +121,9 @@ impl Driver {
             caps: &self.caps,
             pool: &self.pool,
         };
-        match prep::prepare(&mut entry.op, slot, &cx) {
+        match prep::prepare(&mut entry.op, self.slots.get(id), &cx) {
             Prepared::Sqe(sqe) => {
-                slot.stage = Stage::Kernel;
+                entry.stage = Stage::Kernel;
                 self.in_kernel += 1;
                 // SAFETY: the SQE points into the op's heap memory (see `prep`), which stays
                 // valid and in place until the front end removes the op after its final CQE.
@@ -131,7 +131,7 @@ impl Driver {
                 debug_assert!(pushed.is_ok(), "the SQ had room a moment ago");
             }
             Prepared::Done(result) => {
-                slot.stage = Stage::Done;
+                entry.stage = Stage::Done;
                 self.ready.push_back(multishot::last(id, result));
             }
         }
@@ -151,14 +151,8 @@ impl Driver {
     pub(super) fn fill_sq(&mut self, table: &mut OpTable) {
         while let Some(&next) = self.backlog.front() {
             let done = match next {
-                Queued::Op(id)
-                    if table.get(id).is_some() && self.slots.stage(id) == Stage::Backlog =>
-                {
-                    self.issue(table, id)
-                }
-                Queued::Cancel(id)
-                    if table.get(id).is_some() && self.slots.stage(id) == Stage::Kernel =>
-                {
+                Queued::Op(id) if stage(table, id) == Some(Stage::Backlog) => self.issue(table, id),
+                Queued::Cancel(id) if stage(table, id) == Some(Stage::Kernel) => {
                     self.push_sqe(&cancel_sqe(id))
                 }
                 // Cancelled while queued, finished meanwhile, or gone.
@@ -313,6 +307,11 @@ impl Driver {
     pub(super) fn cq_len(&mut self) -> usize {
         self.ring.completion().len()
     }
+}
+
+/// Where op `id` is, if it is still in the table.
+fn stage(table: &OpTable, id: OpId) -> Option<Stage> {
+    table.get(id).map(|entry| entry.stage)
 }
 
 /// Whether the kernel takes `IORING_ENTER_ABS_TIMER`: an enter that waits for nothing
