@@ -195,7 +195,8 @@ impl StreamInner {
     /// the protocol call, fewer than a call frame of its own.
     #[inline(always)]
     fn deliver_plain(&self, data: &[u8]) -> bool {
-        match self.with_protocol("data_received", |protocol| protocol.data_received(data)) {
+        // The open gate (or a known plain protocol) says no protocol waits to be installed.
+        match self.call_protocol("data_received", |protocol| protocol.data_received(data)) {
             Some(()) => true,
             None => self.closing.get(),
         }

@@ -338,6 +338,7 @@ impl StreamInner {
     /// Tells the protocol to pause or resume, now or (if it is busy) right after its current
     /// method returns. A panic is reported and the transport carries on (semantics 140).
     fn signal_flow(&self, signal: FlowSignal) {
+        self.install_next_protocol();
         flow_signal::signal(&self.lp, &self.protocol, &self.deferred_flow, signal);
     }
 
@@ -346,6 +347,7 @@ impl StreamInner {
     #[cold]
     #[inline(never)]
     pub(crate) fn deliver_deferred_flow(&self) {
+        self.install_next_protocol();
         flow_signal::deliver_deferred(&self.lp, &self.protocol, &self.deferred_flow);
     }
 
