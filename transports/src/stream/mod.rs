@@ -165,6 +165,9 @@ pub(crate) struct StreamInner {
     pub(crate) eof_sent: Cell<bool>,
     pub(crate) listed: Cell<bool>,
     pub(crate) flush_list: Rc<FlushList>,
+    /// The stream listed before this one (`FlushList` links its streams through here);
+    /// `None` unless listed.
+    pub(crate) flush_next: Cell<Option<Rc<StreamInner>>>,
     /// The write pipe's watch for the reader closing (semantics 171).
     pub(crate) watch_op: Cell<Option<OpId>>,
     /// `Rc` to self for the flush list; set at creation, cleared at teardown.
@@ -262,6 +265,7 @@ impl Transport {
             eof_sent: Cell::new(false),
             listed: Cell::new(false),
             flush_list: FlushList::of(lp),
+            flush_next: Cell::new(None),
             watch_op: Cell::new(None),
             me: RefCell::new(me.clone()),
         });

@@ -156,7 +156,7 @@ impl StreamInner {
         if (self.write_op.get().is_some() && !self.write_quiet.get()) || self.listed.replace(true) {
             return;
         }
-        self.flush_list.push_stream(Rc::clone(self));
+        self.flush_list.push_stream(self);
     }
 
     /// Submits the queued bytes as one send, if none is in flight.
