@@ -156,9 +156,9 @@ impl StreamInner {
     /// the handle's own `Rc` is cloned (cheaper than upgrading `me`).
     #[inline]
     fn list_for_flush(self: &Rc<Self>) {
-        // A loud send in flight submits the rest from its completion; a quiet one is
-        // reclaimed by the flush.
-        if (self.write_op.get().is_some() && !self.write_quiet.get()) || self.listed.replace(true) {
+        // Listed even while a loud send is in flight (its completion submits the rest, and
+        // the flush finds nothing to do): one flag to test per message instead of three.
+        if self.listed.replace(true) {
             return;
         }
         self.flush_list.push_stream(self);
