@@ -6,7 +6,7 @@
 //! before the poll that hands them to the kernel: every write of an iteration goes out as
 //! one system-call-free submission per connection, with no extra loop turn.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use ringloop_runtime::EventLoop;
@@ -20,11 +20,12 @@ pub(crate) trait Flush {
     fn flush(&self);
 }
 
-/// The transports of one loop waiting for the before-poll flush: one list per kind, so
-/// that the per-message entry is a bare `Rc` (no tag to store and test).
+/// The transports of one loop waiting for the before-poll flush. Streams (one listing per
+/// message) form a stack linked through `StreamInner::flush_next`: listing is two stores,
+/// with no borrow or capacity to check. Datagrams keep a plain list.
 #[derive(Default)]
 pub(crate) struct FlushList {
-    streams: Batches<StreamInner>,
+    streams: Cell<Option<Rc<StreamInner>>>,
     datagrams: Batches<DgramInner>,
 }
 
@@ -90,8 +91,12 @@ impl FlushList {
     /// Lists `stream` for the next flush; the caller lists each transport at most once per
     /// flush.
     #[inline]
-    pub(crate) fn push_stream(&self, stream: Rc<StreamInner>) {
-        self.streams.push(stream);
+    pub(crate) fn push_stream(&self, stream: &Rc<StreamInner>) {
+        let below = self.streams.replace(Some(Rc::clone(stream)));
+        let unlisted = stream.flush_next.replace(below);
+        debug_assert!(unlisted.is_none(), "a stream listed twice");
+        // `None` (listed once per flush): forgetting it spares a drop check per message.
+        std::mem::forget(unlisted);
     }
 
     /// [`push_stream`](FlushList::push_stream) for a datagram transport.
@@ -101,13 +106,27 @@ impl FlushList {
 
     /// Forgets every listed item (the loop closed; no flush will come).
     pub(crate) fn clear(&self) {
-        self.streams.clear();
+        // Unlinked one by one: dropping the chain whole would recurse once per stream.
+        let mut next = self.streams.take();
+        while let Some(stream) = next {
+            next = stream.flush_next.take();
+        }
         self.datagrams.clear();
     }
 
     /// Flushes every listed item. Items listed while flushing wait for the next round.
     pub(crate) fn flush_all(&self) {
-        self.streams.flush_all();
+        let mut next = self.streams.take();
+        while let Some(stream) = next {
+            next = stream.flush_next.take();
+            stream.flush();
+        }
         self.datagrams.flush_all();
+    }
+}
+
+impl Drop for FlushList {
+    fn drop(&mut self) {
+        self.clear();
     }
 }

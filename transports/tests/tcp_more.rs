@@ -164,6 +164,101 @@ fn set_protocol_switches_the_receiver() {
 }
 
 #[test]
+fn set_protocol_inside_data_received_switches_every_later_event() {
+    // A protocol hands over to another from inside its own data_received: get_protocol
+    // answers the new one at once; the pause_writing() raised by a write in that same call,
+    // the next data, the end of stream and connection_lost all go to the new one.
+    struct First {
+        inner: Recorder,
+        next: ProtocolRef,
+        switched: Option<ringloop_runtime::Future<()>>,
+    }
+    impl Protocol for First {
+        fn connection_made(&mut self, t: &Transport) {
+            self.inner.connection_made(t)
+        }
+        fn data_received(&mut self, data: &[u8]) {
+            self.inner.data_received(data);
+            let t = self.inner.transport.clone().unwrap();
+            t.set_protocol(self.next.clone());
+            assert!(Rc::ptr_eq(&t.get_protocol().unwrap(), &self.next));
+            // Above the 64 KiB high mark: pauses the protocol, which is now the second.
+            t.write(&vec![7u8; 100_000]).unwrap();
+            if let Some(switched) = self.switched.take() {
+                let _ = switched.set_result(());
+            }
+        }
+        fn eof_received(&mut self) -> bool {
+            self.inner.eof_received()
+        }
+        fn connection_lost(&mut self, e: Option<std::io::Error>) {
+            self.inner.connection_lost(e)
+        }
+        fn pause_writing(&mut self) {
+            self.inner.pause_writing()
+        }
+        fn resume_writing(&mut self) {
+            self.inner.resume_writing()
+        }
+    }
+    let (lp, reports) = new_loop();
+    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let (port, peer) = peer(move |mut s| {
+        s.write_all(b"one").unwrap();
+        wait_go.recv().unwrap();
+        s.write_all(b"two").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got.len()
+    });
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let (mut second, lost) = recorder(&lp2);
+        // set_protocol does not call connection_made; the recorder expects it first.
+        second.events.push(Event::Made);
+        let second = Rc::new(RefCell::new(second));
+        let switched = lp2.create_future::<()>();
+        let first = First {
+            inner: Recorder::default(),
+            next: second.clone() as ProtocolRef,
+            switched: Some(switched.clone()),
+        };
+        let (t, first) = connect(&lp2, port, first).await?;
+        switched.await?;
+        go.send(()).unwrap();
+        lost.await?;
+        assert_eq!(
+            first.borrow().inner.events,
+            vec![Event::Made, Event::Data(b"one".to_vec())]
+        );
+        let second = second.borrow();
+        assert_eq!(second.events[..2], [Event::Made, Event::PauseWriting]);
+        assert_eq!(second.data(), b"two");
+        let shape: Vec<Event> = second
+            .shape()
+            .into_iter()
+            .filter(|e| *e != Event::ResumeWriting)
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                Event::Made,
+                Event::PauseWriting,
+                Event::Data(b"two".to_vec()),
+                Event::Eof,
+                Event::Lost(None)
+            ]
+        );
+        assert!(t.get_protocol().is_none(), "released after connection_lost");
+        Ok::<_, LoopError>(())
+    })
+    .unwrap();
+    assert_eq!(peer.join().unwrap(), 100_000);
+    assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
+}
+
+#[test]
 fn the_loop_keeps_a_serving_server_alive() {
     // semantics 99
     let (lp, _) = new_loop();

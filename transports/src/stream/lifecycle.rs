@@ -13,23 +13,42 @@ use crate::protocol::Protocol;
 
 impl StreamInner {
     /// Runs `f` on the protocol, unless the protocol is busy (already borrowed: we are
-    /// inside one of its methods) or gone, which gives `None`.
+    /// inside one of its methods) or gone, which gives `None`. A protocol that
+    /// `set_protocol` left waiting is installed first.
     ///
     /// A panic inside `f` is asyncio's exception in a protocol method: it is reported as
     /// `Fatal error: protocol.<method>() call failed.` and the transport is aborted with the
     /// panic as the error (semantics 115, 116). Flow signals raised meanwhile are delivered
     /// after `f` returns.
-    ///
-    /// Always inlined: once per chunk, its frame would cost more than its body.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn with_protocol<R>(
         &self,
         method: &'static str,
         f: impl FnOnce(&mut dyn Protocol) -> R,
     ) -> Option<R> {
-        let protocol = self.protocol.borrow().clone()?;
+        self.install_next_protocol();
+        self.call_protocol(method, f)
+    }
+
+    /// [`with_protocol`](StreamInner::with_protocol) without looking for a waiting protocol:
+    /// for the per-chunk path, where the open read gate says there is none.
+    ///
+    /// Always inlined: once per chunk, its frame would cost more than its body.
+    #[inline(always)]
+    pub(crate) fn call_protocol<R>(
+        &self,
+        method: &'static str,
+        f: impl FnOnce(&mut dyn Protocol) -> R,
+    ) -> Option<R> {
+        debug_assert!(
+            self.protocol_next.borrow().is_none(),
+            "a protocol waits to be installed"
+        );
         let outcome = {
-            let mut guard = protocol.try_borrow_mut().ok()?;
+            // Borrowed for the call instead of cloning the `Rc` (once per chunk): the slot
+            // cannot drop the protocol while it runs; a `set_protocol` meanwhile waits.
+            let slot = self.protocol.try_borrow().ok()?;
+            let mut guard = slot.as_ref()?.try_borrow_mut().ok()?;
             catch_unwind(AssertUnwindSafe(|| f(&mut *guard)))
         };
         match outcome {
@@ -44,6 +63,25 @@ impl StreamInner {
                 None
             }
         }
+    }
+
+    /// Installs the protocol a `set_protocol` from inside a protocol method left in
+    /// `protocol_next`, unless a protocol method still runs. Every way to the protocol but
+    /// the per-chunk one comes here first.
+    #[inline]
+    pub(crate) fn install_next_protocol(&self) {
+        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
+            return;
+        };
+        let Some(next) = self.protocol_next.borrow_mut().take() else {
+            return;
+        };
+        let old = slot.replace(next);
+        drop(slot);
+        self.protocol_is_buffered.set(None);
+        self.refresh_read_gate();
+        // Dropped last: a protocol's `Drop` may call back into the transport.
+        drop(old);
     }
 
     /// A protocol method panicked: report it and abort (semantics 115, 116).
@@ -73,6 +111,7 @@ impl StreamInner {
             return;
         }
         self.phase.set(Phase::Open);
+        self.install_next_protocol();
         let protocol = self.protocol.borrow().clone();
         if let Some(protocol) = protocol {
             self.call_once(&protocol, "connection_made", |p| {
@@ -185,6 +224,7 @@ impl StreamInner {
     /// The scheduled end: `connection_lost`, then shutdown and close of the fd.
     fn call_connection_lost(&self) {
         let error = self.lost_error.borrow_mut().take();
+        self.install_next_protocol();
         let protocol = self.protocol.borrow_mut().take();
         if let Some(protocol) = protocol {
             self.call_once(&protocol, "connection_lost", |p| p.connection_lost(error));

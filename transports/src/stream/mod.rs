@@ -109,7 +109,14 @@ pub(crate) struct StreamInner {
     /// Owns the fd until teardown closes it through the proactor.
     pub(crate) fd: RefCell<Option<OwnedFd>>,
     pub(crate) raw_fd: Cell<RawFd>,
+    /// The protocol. A protocol method runs with this slot borrowed (shared), so the
+    /// per-chunk call needs no `Rc` clone; `set_protocol` from inside such a method
+    /// therefore leaves its protocol in `protocol_next`.
     pub(crate) protocol: RefCell<Option<ProtocolRef>>,
+    /// A `set_protocol` made while the slot was borrowed: installed by
+    /// `install_next_protocol` before the protocol is next called. Never set while the read
+    /// gate is open (`set_protocol` closes it), so the per-chunk path need not look here.
+    pub(crate) protocol_next: RefCell<Option<ProtocolRef>>,
     /// Whether `protocol` is a buffered one, once asked (`None` until then).
     pub(crate) protocol_is_buffered: Cell<Option<bool>>,
     pub(crate) phase: Cell<Phase>,
@@ -158,6 +165,9 @@ pub(crate) struct StreamInner {
     pub(crate) eof_sent: Cell<bool>,
     pub(crate) listed: Cell<bool>,
     pub(crate) flush_list: Rc<FlushList>,
+    /// The stream listed before this one (`FlushList` links its streams through here);
+    /// `None` unless listed.
+    pub(crate) flush_next: Cell<Option<Rc<StreamInner>>>,
     /// The write pipe's watch for the reader closing (semantics 171).
     pub(crate) watch_op: Cell<Option<OpId>>,
     /// `Rc` to self for the flush list; set at creation, cleared at teardown.
@@ -226,6 +236,7 @@ impl Transport {
             fd: RefCell::new(Some(fd)),
             raw_fd: Cell::new(raw_fd),
             protocol: RefCell::new(Some(protocol)),
+            protocol_next: RefCell::new(None),
             protocol_is_buffered: Cell::new(None),
             phase: Cell::new(Phase::Starting),
             closing: Cell::new(false),
@@ -254,6 +265,7 @@ impl Transport {
             eof_sent: Cell::new(false),
             listed: Cell::new(false),
             flush_list: FlushList::of(lp),
+            flush_next: Cell::new(None),
             watch_op: Cell::new(None),
             me: RefCell::new(me.clone()),
         });
@@ -417,18 +429,33 @@ impl Transport {
         self.inner.flow.get().is_paused()
     }
 
-    /// Replaces the protocol; later events go to `protocol`.
+    /// Replaces the protocol; later events go to `protocol`, and
+    /// [`get_protocol`](Transport::get_protocol) returns it at once.
+    ///
+    /// Called from inside one of the current protocol's methods, the switch completes once
+    /// that method has returned: events raised meanwhile (a `pause_writing()` by a write in
+    /// the same method) wait for it and then go to `protocol`.
     pub fn set_protocol(&self, protocol: ProtocolRef) {
-        let old = self.inner.protocol.replace(Some(protocol));
-        self.inner.protocol_is_buffered.set(None);
-        self.inner.refresh_read_gate();
+        let inner = &self.inner;
+        let old = match inner.protocol.try_borrow_mut() {
+            Ok(mut slot) => {
+                let superseded = inner.protocol_next.borrow_mut().take();
+                (slot.replace(protocol), superseded)
+            }
+            // A protocol method is running: the slot must keep the protocol it runs on.
+            Err(_) => (inner.protocol_next.borrow_mut().replace(protocol), None),
+        };
+        inner.protocol_is_buffered.set(None);
+        inner.refresh_read_gate();
+        // Dropped last: a protocol's `Drop` may call back into the transport.
         drop(old);
     }
 
     /// The current protocol; `None` after `connection_lost` (the transport lets go of it
     /// then, so the protocol and transport do not keep each other alive).
     pub fn get_protocol(&self) -> Option<ProtocolRef> {
-        self.inner.protocol.borrow().clone()
+        let next = self.inner.protocol_next.borrow().clone();
+        next.or_else(|| self.inner.protocol.borrow().clone())
     }
 
     /// The loop this transport runs on.
@@ -524,7 +551,15 @@ impl crate::registry::Abandon for StreamInner {
         self.refresh_read_gate();
         self.write_blocked.set(true);
         self.phase.set(Phase::Lost);
-        let protocol = self.protocol.borrow_mut().take();
+        let next = self.protocol_next.borrow_mut().take();
+        drop(next);
+        // The slot is borrowed only while a protocol method runs; a loop does not close
+        // from inside one (`close()` refuses while it runs).
+        let protocol = self
+            .protocol
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut p| p.take());
         drop(protocol);
         let on_lost = self.on_lost.borrow_mut().take();
         drop(on_lost);

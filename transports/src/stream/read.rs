@@ -88,12 +88,20 @@ impl StreamInner {
         // it, recycling the buffer, as soon as this handler returns. The open gate says
         // the protocol is a plain one.
         if !self.deliver_plain(buf) {
-            if let Some(buf) = completion.buf.take() {
-                self.pending.borrow_mut().push_front(Chunk::Pooled(buf));
-                self.schedule_delivery();
-            }
+            self.keep_undelivered(completion);
         }
         true
+    }
+
+    /// The protocol was busy: keeps the completion's chunk and tries again from a callback.
+    /// Out of line, so that the per-chunk path keeps a small frame.
+    #[cold]
+    #[inline(never)]
+    fn keep_undelivered(&self, completion: &mut Completion) {
+        if let Some(buf) = completion.buf.take() {
+            self.pending.borrow_mut().push_front(Chunk::Pooled(buf));
+            self.schedule_delivery();
+        }
     }
 
     /// A completion of the read op other than a chunk `deliver_chunk_now` took: end of
@@ -195,7 +203,8 @@ impl StreamInner {
     /// the protocol call, fewer than a call frame of its own.
     #[inline(always)]
     fn deliver_plain(&self, data: &[u8]) -> bool {
-        match self.with_protocol("data_received", |protocol| protocol.data_received(data)) {
+        // The open gate (or a known plain protocol) says no protocol waits to be installed.
+        match self.call_protocol("data_received", |protocol| protocol.data_received(data)) {
             Some(()) => true,
             None => self.closing.get(),
         }
