@@ -369,3 +369,59 @@ fn a_panic_in_connection_lost_is_reported_and_the_loop_goes_on() {
     );
     assert!(reports[0].contains("lost on purpose"), "{reports:?}");
 }
+
+/// Inside `datagram_received`: looks itself up through the transport, then aborts it.
+#[derive(Default)]
+struct AbortsInside {
+    transport: Option<DatagramTransport>,
+    me_while_running: Option<bool>,
+    lost: usize,
+}
+
+impl DatagramProtocol for AbortsInside {
+    fn connection_made(&mut self, t: &DatagramTransport) {
+        self.transport = Some(t.clone());
+    }
+    fn datagram_received(&mut self, _data: &[u8], _addr: Option<&Address>) {
+        let t = self.transport.clone().unwrap();
+        // The protocol running now is still the transport's while it runs.
+        self.me_while_running = Some(t.get_protocol().is_some());
+        t.abort();
+    }
+    fn connection_lost(&mut self, _error: Option<io::Error>) {
+        self.lost += 1;
+    }
+}
+
+#[test]
+fn abort_inside_datagram_received_loses_the_connection_after_it_returns() {
+    // semantics 212 for datagrams: the protocol stays installed while its method runs;
+    // `connection_lost` comes once, later, and the transport lets go of the protocol.
+    let (lp, reports) = new_loop();
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let local = || DatagramOptions {
+            local_addr: Some(("127.0.0.1".into(), 0)),
+            ..Default::default()
+        };
+        let (server, sp) = lp2
+            .create_datagram_endpoint(AbortsInside::default, local())
+            .await?;
+        let (client, _cp) = lp2.create_datagram_endpoint(Udp::default, local()).await?;
+        client.sendto(b"ping", server.sockname().as_ref()).unwrap();
+        for _ in 0..200 {
+            if sp.borrow().lost > 0 {
+                break;
+            }
+            lp2.sleep(0.005).await?;
+        }
+        assert_eq!(sp.borrow().me_while_running, Some(true));
+        assert_eq!(sp.borrow().lost, 1);
+        assert!(server.is_closing());
+        assert!(server.get_protocol().is_none());
+        client.close();
+        Ok::<_, LoopError>(())
+    })
+    .unwrap();
+    assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
+}

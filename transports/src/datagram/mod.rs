@@ -238,9 +238,13 @@ impl DgramInner {
         method: &str,
         f: impl FnOnce(&mut dyn DatagramProtocol) -> R,
     ) -> Option<R> {
-        let protocol = self.protocol.borrow().clone()?;
         let outcome = {
-            let mut guard = protocol.try_borrow_mut().ok()?;
+            // Borrowed for the call instead of cloning the `Rc` (once per datagram): nothing
+            // takes the protocol out of its slot while one of its methods runs
+            // (`connection_lost` is a callback of its own, and the loop does not close
+            // from inside a callback).
+            let slot = self.protocol.try_borrow().ok()?;
+            let mut guard = slot.as_ref()?.try_borrow_mut().ok()?;
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *guard)))
         };
         match outcome {
@@ -494,7 +498,13 @@ impl crate::registry::Abandon for DgramInner {
     fn abandon(&self, graveyard: &mut Vec<OwnedFd>) {
         self.closing.set(true);
         self.lost.set(true);
-        let protocol = self.protocol.borrow_mut().take();
+        // The slot is borrowed only while a protocol method runs; a loop does not close
+        // from inside one.
+        let protocol = self
+            .protocol
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut slot| slot.take());
         drop(protocol);
         self.queue.borrow_mut().clear();
         graveyard.extend(self.fd.borrow_mut().take());
