@@ -17,6 +17,34 @@ const LOG_THRESHOLD_FOR_LOST_WRITES: u32 = 5;
 /// A write buffer larger than this is not kept for reuse once sent.
 const MAX_KEPT_BUFFER: usize = 256 * 1024;
 
+/// Why `write()` refused its bytes with an error.
+#[derive(Debug, Clone, Copy)]
+enum WriteRefusal {
+    /// After `write_eof()` (semantics 124).
+    AfterEof,
+    /// The transport is a read pipe.
+    ReadPipe,
+}
+
+impl WriteRefusal {
+    /// The error `method` (`write` or `writelines`) returns.
+    fn error(self, method: &'static str) -> TransportError {
+        match self {
+            WriteRefusal::AfterEof => TransportError::WriteAfterEof(method),
+            WriteRefusal::ReadPipe => TransportError::NotSupported("write() on a read pipe"),
+        }
+    }
+}
+
+/// `write()`'s append when the buffer must grow (the first writes on a connection, or one
+/// larger than any before): out of line, so that the per-message append keeps no register
+/// for the call to the allocator.
+#[cold]
+#[inline(never)]
+fn extend_growing(buf: &mut Vec<u8>, data: &[u8]) {
+    buf.extend_from_slice(data);
+}
+
 impl StreamInner {
     /// Bytes queued plus bytes in flight.
     #[inline]
@@ -37,14 +65,20 @@ impl StreamInner {
         method: &'static str,
     ) -> Result<(), TransportError> {
         if self.write_blocked.get() {
-            return self.write_refused(data, method);
+            return self
+                .write_refused(data)
+                .map_err(|refusal| refusal.error(method));
         }
         if data.is_empty() {
             return Ok(());
         }
         let size = {
             let mut wbuf = self.wbuf.borrow_mut();
-            wbuf.extend_from_slice(data);
+            if wbuf.capacity() - wbuf.len() < data.len() {
+                extend_growing(&mut wbuf, data);
+            } else {
+                wbuf.extend_from_slice(data);
+            }
             wbuf.len()
         } + self.in_flight.get();
         self.list_for_flush();
@@ -131,13 +165,16 @@ impl StreamInner {
 
     /// A write that cannot be queued: after `write_eof()` (an error), on a read pipe (an
     /// error), or after close (dropped, with a warning from the fifth on, semantics 125).
+    ///
+    /// Its error is a byte, returned in a register: `write()`, inlined into the protocol,
+    /// then needs no stack slot for a `TransportError`.
     #[cold]
-    fn write_refused(&self, data: &[u8], method: &'static str) -> Result<(), TransportError> {
+    fn write_refused(&self, data: &[u8]) -> Result<(), WriteRefusal> {
         if self.eof_requested.get() {
-            return Err(TransportError::WriteAfterEof(method));
+            return Err(WriteRefusal::AfterEof);
         }
         if self.kind == StreamKind::ReadPipe {
-            return Err(TransportError::NotSupported("write() on a read pipe"));
+            return Err(WriteRefusal::ReadPipe);
         }
         if data.is_empty() {
             return Ok(());
