@@ -199,19 +199,17 @@ impl EventLoop {
         self.inner.proactor.borrow_mut().as_mut()?.reclaim_buf(id)
     }
 
-    /// Sends `buf` with finished quiet op `id`, in place (see
-    /// [`Proactor::resend`](ringloop_proactor::Proactor::resend)); returns the op's old
-    /// buffer, all of it sent.
-    ///
-    /// # Errors
-    /// `buf` back if `id` is not a finished quiet send or write (one still in flight becomes
-    /// loud), or the loop is closed.
+    /// Sends what `buf` holds with finished quiet op `id`, in place (see
+    /// [`Proactor::resend`](ringloop_proactor::Proactor::resend)): `true`, with the op's old
+    /// buffer, all of it sent, in `buf`. `false`, with `buf` untouched, if `id` is not a
+    /// finished quiet send or write (one still in flight becomes loud), or the loop is
+    /// closed.
     #[inline]
-    pub fn resend_op(&self, id: OpId, buf: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+    pub fn resend_op(&self, id: OpId, buf: &mut Vec<u8>) -> bool {
         let mut proactor = self.inner.proactor.borrow_mut();
         match proactor.as_mut() {
             Some(proactor) if !self.inner.closed.get() => proactor.resend(id, buf),
-            _ => Err(buf),
+            _ => false,
         }
     }
 
