@@ -226,54 +226,54 @@ impl Proactor {
         }
     }
 
-    /// Sends again with finished quiet op `id`: its buffer is swapped for `buf` (sent from
-    /// the start) and the same op, with the same id, starts again, quiet. Returns the old
-    /// buffer, whose bytes were all sent. This is [`reclaim_buf`](Proactor::reclaim_buf)
-    /// plus [`push_quiet`](Proactor::push_quiet) without giving up the table entry.
+    /// Sends again with finished quiet op `id`: the op and `buf` trade buffers, and the same
+    /// op, with the same id, starts again, quiet, sending from the start what `buf` held.
+    /// `true` then, with the op's old buffer, whose bytes were all sent, in `buf`. This is
+    /// [`reclaim_buf`](Proactor::reclaim_buf) plus [`push_quiet`](Proactor::push_quiet)
+    /// without giving up the table entry (or moving a `Vec` in and out).
     ///
-    /// # Errors
-    /// `buf` back, untouched, if `id` is not a finished quiet send or write to the current
-    /// position; an op still in flight becomes loud then, as with `reclaim`.
+    /// `false`, with `buf` untouched, if `id` is not a finished quiet send or write to the
+    /// current position; an op still in flight becomes loud then, as with `reclaim`.
     #[inline]
-    pub fn resend(&mut self, id: OpId, buf: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+    pub fn resend(&mut self, id: OpId, buf: &mut Vec<u8>) -> bool {
         let Some(entry) = self.table.get_mut(id) else {
-            return Err(buf);
+            return false;
         };
         if entry.state != OpState::Finished {
             entry.quiet = false;
-            return Err(buf);
+            return false;
         }
         // A send, the per-message case, on its own: anything else is out of line, so that
         // the compiler does not merge the cases into code that picks fields by variant.
         let Op::Send(send) = &mut entry.op else {
             return self.resend_other(id, buf);
         };
-        let old = swap_buf(&mut send.buf, &mut send.start, buf);
+        swap_buf(&mut send.buf, &mut send.start, buf);
         entry.state = OpState::Active;
         entry.result = 0;
         if !self.driver.restart_in_place(id, entry) {
             self.driver.restart(&mut self.table, id);
         }
-        Ok(old)
+        true
     }
 
     /// [`resend`](Proactor::resend) of a finished quiet op that is not a send.
     #[inline(never)]
-    fn resend_other(&mut self, id: OpId, buf: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+    fn resend_other(&mut self, id: OpId, buf: &mut Vec<u8>) -> bool {
         let Some(entry) = self.table.get_mut(id) else {
-            return Err(buf);
+            return false;
         };
         let Op::Write(write) = &mut entry.op else {
-            return Err(buf);
+            return false;
         };
         if write.offset.is_some() {
-            return Err(buf);
+            return false;
         }
-        let old = swap_buf(&mut write.buf, &mut write.start, buf);
+        swap_buf(&mut write.buf, &mut write.start, buf);
         entry.state = OpState::Active;
         entry.result = 0;
         self.driver.restart(&mut self.table, id);
-        Ok(old)
+        true
     }
 
     #[inline]
@@ -466,15 +466,14 @@ impl Proactor {
     }
 }
 
-/// Swaps `place`, the buffer of a finished send or write, for `buf`, to be sent from the
-/// start (`start` is reset); returns the old buffer.
+/// Swaps `place`, the buffer of a finished send or write, with `buf`, to be sent from the
+/// start (`start` is reset); `buf` gets the old buffer.
 #[inline]
-fn swap_buf(place: &mut Vec<u8>, start: &mut usize, buf: Vec<u8>) -> Vec<u8> {
+fn swap_buf(place: &mut Vec<u8>, start: &mut usize, buf: &mut Vec<u8>) {
     audit::reclaim_vec(place);
     *start = 0;
-    let old = std::mem::replace(place, buf);
+    std::mem::swap(place, buf);
     audit::lend_vec(place);
-    old
 }
 
 impl Drop for Proactor {

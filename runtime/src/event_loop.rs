@@ -33,6 +33,7 @@ use crate::executor::ExecutorSlot;
 use crate::future::Future;
 use crate::handle::{CallbackCell, CallbackOutput, Handle, Runnable, TimerCell, TimerHandle};
 use crate::io::IoRegistry;
+use crate::proactor_cell::ProactorCell;
 use crate::signal::SignalState;
 use crate::task::TaskRegistry;
 use crate::task_factory::TaskFactory;
@@ -49,8 +50,8 @@ pub(crate) struct Inner {
     pub(crate) backend: BackendKind,
     pub(crate) ready: RefCell<VecDeque<Rc<dyn Runnable>>>,
     pub(crate) timers: RefCell<TimerHeap>,
-    /// `None` once closed.
-    pub(crate) proactor: RefCell<Option<Proactor>>,
+    /// Refused to public operations once closed, gone once `close()` drops it.
+    pub(crate) proactor: ProactorCell,
     pub(crate) io: RefCell<IoRegistry>,
     pub(crate) tasks: RefCell<TaskRegistry>,
     pub(crate) shared: Arc<Shared>,
@@ -127,7 +128,7 @@ impl EventLoop {
             backend: proactor.backend(),
             ready: RefCell::new(VecDeque::with_capacity(64)),
             timers: RefCell::new(timers),
-            proactor: RefCell::new(Some(proactor)),
+            proactor: ProactorCell::new(proactor),
             io: RefCell::new(IoRegistry::default()),
             tasks: RefCell::new(TaskRegistry::default()),
             shared,
@@ -158,8 +159,7 @@ impl EventLoop {
     pub fn features(&self) -> ringloop_proactor::Features {
         self.inner
             .proactor
-            .borrow()
-            .as_ref()
+            .borrow_mut()
             .map(|p| p.features().clone())
             .unwrap_or_default()
     }

@@ -141,8 +141,7 @@ impl EventLoop {
     pub fn ops_in_flight(&self) -> usize {
         self.inner
             .proactor
-            .borrow()
-            .as_ref()
+            .borrow_mut()
             .map_or(0, |p| p.in_flight())
     }
 
@@ -165,10 +164,9 @@ impl EventLoop {
     /// Runs `f` on the proactor of an open loop.
     #[inline]
     fn with_open_proactor<R>(&self, f: impl FnOnce(&mut Proactor) -> R) -> Result<R, LoopError> {
-        let mut proactor = self.inner.proactor.borrow_mut();
-        match proactor.as_mut() {
-            Some(proactor) if !self.inner.closed.get() => Ok(f(proactor)),
-            _ => Err(LoopError::LoopClosed),
+        match self.inner.proactor.borrow_open() {
+            Some(mut proactor) => Ok(f(&mut proactor)),
+            None => Err(LoopError::LoopClosed),
         }
     }
 
@@ -188,7 +186,7 @@ impl EventLoop {
     /// then its completion, if one is still to come, reaches the handler as usual.
     #[inline]
     pub fn reclaim_op(&self, id: OpId) -> Option<Completion> {
-        self.inner.proactor.borrow_mut().as_mut()?.reclaim(id)
+        self.inner.proactor.borrow_mut()?.reclaim(id)
     }
 
     /// [`reclaim_op`](EventLoop::reclaim_op) for a quiet send or write when only its
@@ -196,30 +194,27 @@ impl EventLoop {
     /// it is still in flight (its completion will reach the handler).
     #[inline]
     pub fn reclaim_buf(&self, id: OpId) -> Option<Vec<u8>> {
-        self.inner.proactor.borrow_mut().as_mut()?.reclaim_buf(id)
+        self.inner.proactor.borrow_mut()?.reclaim_buf(id)
     }
 
-    /// Sends `buf` with finished quiet op `id`, in place (see
-    /// [`Proactor::resend`](ringloop_proactor::Proactor::resend)); returns the op's old
-    /// buffer, all of it sent.
-    ///
-    /// # Errors
-    /// `buf` back if `id` is not a finished quiet send or write (one still in flight becomes
-    /// loud), or the loop is closed.
+    /// Sends what `buf` holds with finished quiet op `id`, in place (see
+    /// [`Proactor::resend`](ringloop_proactor::Proactor::resend)): `true`, with the op's old
+    /// buffer, all of it sent, in `buf`. `false`, with `buf` untouched, if `id` is not a
+    /// finished quiet send or write (one still in flight becomes loud), or the loop is
+    /// closed.
     #[inline]
-    pub fn resend_op(&self, id: OpId, buf: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
-        let mut proactor = self.inner.proactor.borrow_mut();
-        match proactor.as_mut() {
-            Some(proactor) if !self.inner.closed.get() => proactor.resend(id, buf),
-            _ => Err(buf),
+    pub fn resend_op(&self, id: OpId, buf: &mut Vec<u8>) -> bool {
+        match self.inner.proactor.borrow_open() {
+            Some(mut proactor) => proactor.resend(id, buf),
+            None => false,
         }
     }
 
     /// Asks op `id` to finish early; its final completion still arrives (`ECANCELED`, or
     /// its real result if it finished first). `false` if it already completed.
     pub fn cancel_op(&self, id: OpId) -> bool {
-        match self.inner.proactor.borrow_mut().as_mut() {
-            Some(proactor) => proactor.cancel(id),
+        match self.inner.proactor.borrow_mut() {
+            Some(mut proactor) => proactor.cancel(id),
             None => false,
         }
     }
@@ -227,7 +222,7 @@ impl EventLoop {
     /// Gives op `id` up: no completion of it will be delivered; its buffers are freed (and
     /// an fd it yields closed) once the kernel is done with them.
     pub fn detach_op(&self, id: OpId) {
-        if let Some(proactor) = self.inner.proactor.borrow_mut().as_mut() {
+        if let Some(mut proactor) = self.inner.proactor.borrow_mut() {
             proactor.detach(id);
         }
     }
@@ -239,8 +234,8 @@ impl EventLoop {
     /// What `close(2)` reports; [`LoopError::LoopClosed`] if the loop is closed (then the
     /// fd is closed directly).
     pub fn close_fd(&self, fd: std::os::fd::RawFd) -> Result<(), LoopError> {
-        match self.inner.proactor.borrow_mut().as_mut() {
-            Some(proactor) => proactor.close_fd(fd).map_err(LoopError::from),
+        match self.inner.proactor.borrow_mut() {
+            Some(mut proactor) => proactor.close_fd(fd).map_err(LoopError::from),
             None => {
                 // SAFETY: the caller hands over ownership of `fd`, with no op in flight.
                 unsafe { libc::close(fd) };

@@ -57,6 +57,7 @@ mod handle;
 mod io;
 mod loop_local;
 mod policy;
+mod proactor_cell;
 mod run;
 mod runner;
 mod signal;

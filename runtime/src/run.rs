@@ -137,8 +137,8 @@ impl EventLoop {
                 .next_deadline()
                 .map(|when| wait_until(when, clock::monotonic()))
         };
-        let polled = match inner.proactor.borrow_mut().as_mut() {
-            Some(proactor) => proactor.poll(timeout),
+        let polled = match inner.proactor.borrow_mut() {
+            Some(mut proactor) => proactor.poll(timeout),
             None => return Err(LoopError::LoopClosed),
         };
         if let Err(err) = polled {
@@ -151,8 +151,8 @@ impl EventLoop {
         // message and moving it out costs a copy of its 144 bytes.
         let mut completion = Completion::default();
         loop {
-            let popped = match inner.proactor.borrow_mut().as_mut() {
-                Some(proactor) => proactor.pop_into(&mut completion),
+            let popped = match inner.proactor.borrow_mut() {
+                Some(mut proactor) => proactor.pop_into(&mut completion),
                 None => false,
             };
             if !popped {
@@ -297,7 +297,8 @@ fn set_slack(slack: libc::c_ulong) -> bool {
 impl Inner {
     /// Everything `close()` releases; also run when an unclosed loop is dropped.
     pub(crate) fn release_resources(&self) {
-        if self.closed.replace(true) && self.proactor.borrow().is_none() {
+        self.proactor.close();
+        if self.closed.replace(true) && self.proactor.is_gone() {
             return;
         }
         let pipe = self.release_signals();
@@ -320,7 +321,7 @@ impl Inner {
         crate::loop_local::release_loop_locals(self.id);
         // Dropping the proactor cancels every op in flight and waits for its completion,
         // so no buffer or fd is released while the kernel still uses it.
-        let proactor = self.proactor.borrow_mut().take();
+        let proactor = self.proactor.take();
         drop(proactor);
         drop(pipe);
         // What the drops above scheduled is discarded too.

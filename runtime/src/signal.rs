@@ -310,7 +310,7 @@ impl Inner {
         }
         drop(handlers);
         if let Some(id) = pipe.op.get() {
-            if let Some(proactor) = self.proactor.borrow_mut().as_mut() {
+            if let Some(mut proactor) = self.proactor.borrow_mut() {
                 proactor.detach(id);
             }
         }

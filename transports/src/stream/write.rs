@@ -126,22 +126,19 @@ impl StreamInner {
         if wbuf.is_empty() {
             return false;
         }
-        let data = std::mem::take(&mut *wbuf);
-        let len = data.len();
-        match self.lp.resend_op(id, data) {
-            Ok(mut sent) => {
-                self.in_flight.set(len);
-                // The sent buffer, emptied, is the next write buffer (the two alternate).
-                if sent.capacity() <= MAX_KEPT_BUFFER {
-                    sent.clear();
-                    *wbuf = sent;
-                }
+        let len = wbuf.len();
+        if self.lp.resend_op(id, &mut wbuf) {
+            self.in_flight.set(len);
+            // The sent buffer, now in `wbuf`, emptied, is the next write buffer (the two
+            // alternate).
+            if wbuf.capacity() <= MAX_KEPT_BUFFER {
+                wbuf.clear();
+            } else {
+                *wbuf = Vec::new();
             }
-            Err(data) => {
-                // Still in flight (now loud): its completion submits these bytes.
-                self.write_quiet.set(false);
-                *wbuf = data;
-            }
+        } else {
+            // Still in flight (now loud): its completion submits these bytes.
+            self.write_quiet.set(false);
         }
         true
     }

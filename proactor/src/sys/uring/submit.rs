@@ -81,16 +81,23 @@ impl Driver {
         if !self.backlog.is_empty() {
             return false;
         }
-        // Built before the bookkeeping below, whose stores the compiler cannot tell apart
-        // from the op's: the fields the caller just reset are still at hand.
+        let mut sq = self.ring.submission();
+        if sq.is_full() {
+            return false;
+        }
+        // Built once the SQ is known to have room, so that the compiler writes it straight
+        // into the ring rather than staging it on the stack; and before the bookkeeping
+        // below, whose stores it cannot tell apart from the op's: the fields the caller
+        // just reset are still at hand.
         debug_assert_eq!(send.start, 0, "restarted sends send their whole buffer");
         let sqe = prep::send_whole(send).user_data(id.user_data());
         // SAFETY: as in `issue`: the SQE points into the op's heap buffer, which stays valid
-        // and in place until the front end removes the op after its final CQE. A full SQ
-        // refuses it (`push` checks), and then nothing changed.
-        if unsafe { self.ring.submission().push(&sqe) }.is_err() {
+        // and in place until the front end removes the op after its final CQE. (`push`
+        // checks for room again, which the compiler folds into the check above.)
+        if unsafe { sq.push(&sqe) }.is_err() {
             return false;
         }
+        drop(sq);
         entry.stage = Stage::Kernel;
         self.in_kernel += 1;
         true
