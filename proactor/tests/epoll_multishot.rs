@@ -138,3 +138,38 @@ fn multishot_accept_takes_a_backlog_larger_than_one_turn() {
         p.close_fd(fd).unwrap();
     }
 }
+
+#[test]
+fn more_ready_connections_than_one_wait_takes_are_all_served_without_blocking() {
+    // One wait takes a bounded batch of events; the rest stay ready in the kernel and the
+    // next non-blocking poll returns them (edge-triggered readiness is not lost).
+    const CONNS: usize = 100;
+    let mut p = proactor();
+    let pairs: Vec<_> = (0..CONNS).map(|_| tcp_pair()).collect();
+    let ids: Vec<_> = pairs
+        .iter()
+        .map(|(client, _)| p.push(op::RecvMulti::new(client.as_raw_fd()), 1))
+        .collect();
+    assert_idle(&mut p);
+    for (_, server) in &pairs {
+        (&*server).write_all(b"ping").unwrap();
+    }
+    // Loopback delivers at write: every client is readable before the first poll.
+    let mut seen = [false; CONNS];
+    let mut polls = 0;
+    while seen.iter().any(|s| !s) {
+        polls += 1;
+        assert!(polls <= CONNS, "a non-blocking poll returned nothing new");
+        p.poll(Some(std::time::Duration::ZERO)).expect("poll");
+        while let Some(c) = p.pop() {
+            assert!(c.more, "{c:?}");
+            let conn = ids.iter().position(|&id| id == c.id).expect("one of ours");
+            assert_eq!(c.buf.as_deref(), Some(&b"ping"[..]));
+            assert!(!std::mem::replace(&mut seen[conn], true), "one chunk each");
+        }
+    }
+    assert!(
+        polls > 1,
+        "one wait took every event: the batch bound is not exercised"
+    );
+}
