@@ -146,12 +146,7 @@ fn more_readable_connections_than_pool_buffers_allocate_nothing() {
     // reading into buffers of their own.
     const CONNS: usize = 6;
     let mut p = proactor_with_pool(2, 64);
-    let pairs: Vec<_> = (0..CONNS).map(|_| tcp_pair()).collect();
-    let ids: Vec<_> = pairs
-        .iter()
-        .map(|(client, _)| p.push(op::RecvMulti::new(client.as_raw_fd()), 1))
-        .collect();
-    assert_idle(&mut p);
+    let (pairs, ids) = receiving_pairs(&mut p, CONNS);
     let mut pairs = pairs;
     let mut owned = 0;
     let round = || {

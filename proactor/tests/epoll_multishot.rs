@@ -145,12 +145,7 @@ fn more_ready_connections_than_one_wait_takes_are_all_served_without_blocking() 
     // next non-blocking poll returns them (edge-triggered readiness is not lost).
     const CONNS: usize = 100;
     let mut p = proactor();
-    let pairs: Vec<_> = (0..CONNS).map(|_| tcp_pair()).collect();
-    let ids: Vec<_> = pairs
-        .iter()
-        .map(|(client, _)| p.push(op::RecvMulti::new(client.as_raw_fd()), 1))
-        .collect();
-    assert_idle(&mut p);
+    let (pairs, ids) = receiving_pairs(&mut p, CONNS);
     for (_, server) in &pairs {
         (&*server).write_all(b"ping").unwrap();
     }

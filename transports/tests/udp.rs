@@ -76,6 +76,29 @@ async fn wait_until(
     panic!("condition never held");
 }
 
+/// A loopback endpoint with protocol `P`, sent one "ping" from a second endpoint; returns
+/// `(server, its protocol, client)` once `done` holds (or after about a second).
+async fn pinged_endpoint<P: DatagramProtocol + 'static>(
+    lp: &EventLoop,
+    factory: impl FnOnce() -> P + 'static,
+    done: impl Fn(&P) -> bool,
+) -> Result<(DatagramTransport, Rc<RefCell<P>>, DatagramTransport), LoopError> {
+    let local = || DatagramOptions {
+        local_addr: Some(("127.0.0.1".into(), 0)),
+        ..Default::default()
+    };
+    let (server, sp) = lp.create_datagram_endpoint(factory, local()).await?;
+    let (client, _cp) = lp.create_datagram_endpoint(Udp::default, local()).await?;
+    client.sendto(b"ping", server.sockname().as_ref()).unwrap();
+    for _ in 0..200 {
+        if done(&sp.borrow()) {
+            break;
+        }
+        lp.sleep(0.005).await?;
+    }
+    Ok((server, sp, client))
+}
+
 #[test]
 fn datagrams_with_addresses_both_ways() {
     // semantics 157, 160: addresses both ways, empty datagrams delivered.
@@ -309,21 +332,8 @@ fn datagram_flow_control_pauses_and_resumes_in_order() {
     let (lp, reports) = new_loop();
     let lp2 = lp.clone();
     run(&lp, 10, async move {
-        let local = || DatagramOptions {
-            local_addr: Some(("127.0.0.1".into(), 0)),
-            ..Default::default()
-        };
-        let (server, sp) = lp2
-            .create_datagram_endpoint(FlowUdp::default, local())
-            .await?;
-        let (client, _cp) = lp2.create_datagram_endpoint(Udp::default, local()).await?;
-        client.sendto(b"ping", server.sockname().as_ref()).unwrap();
-        for _ in 0..200 {
-            if sp.borrow().signals.len() >= 3 {
-                break;
-            }
-            lp2.sleep(0.005).await?;
-        }
+        let (server, sp, client) =
+            pinged_endpoint(&lp2, FlowUdp::default, |p| p.signals.len() >= 3).await?;
         assert_eq!(sp.borrow().signals, vec!["sent", "pause", "resume"]);
         server.close();
         client.close();
@@ -400,21 +410,8 @@ fn abort_inside_datagram_received_loses_the_connection_after_it_returns() {
     let (lp, reports) = new_loop();
     let lp2 = lp.clone();
     run(&lp, 10, async move {
-        let local = || DatagramOptions {
-            local_addr: Some(("127.0.0.1".into(), 0)),
-            ..Default::default()
-        };
-        let (server, sp) = lp2
-            .create_datagram_endpoint(AbortsInside::default, local())
-            .await?;
-        let (client, _cp) = lp2.create_datagram_endpoint(Udp::default, local()).await?;
-        client.sendto(b"ping", server.sockname().as_ref()).unwrap();
-        for _ in 0..200 {
-            if sp.borrow().lost > 0 {
-                break;
-            }
-            lp2.sleep(0.005).await?;
-        }
+        let (server, sp, client) =
+            pinged_endpoint(&lp2, AbortsInside::default, |p| p.lost > 0).await?;
         assert_eq!(sp.borrow().me_while_running, Some(true));
         assert_eq!(sp.borrow().lost, 1);
         assert!(server.is_closing());

@@ -66,6 +66,21 @@ pub(crate) fn tcp_pair() -> (TcpStream, TcpStream) {
     (client, server)
 }
 
+/// `conns` loopback TCP pairs with a multishot receive (token 1) pushed on each client,
+/// and the receives' ids in the same order; nothing is readable yet.
+pub(crate) fn receiving_pairs(
+    p: &mut Proactor,
+    conns: usize,
+) -> (Vec<(TcpStream, TcpStream)>, Vec<ringloop_proactor::OpId>) {
+    let pairs: Vec<_> = (0..conns).map(|_| tcp_pair()).collect();
+    let ids = pairs
+        .iter()
+        .map(|(client, _)| p.push(ringloop_proactor::op::RecvMulti::new(client.as_raw_fd()), 1))
+        .collect();
+    assert_idle(p);
+    (pairs, ids)
+}
+
 /// A pipe `(read end, write end)`, both blocking (the backend must cope).
 pub(crate) fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
