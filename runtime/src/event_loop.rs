@@ -50,7 +50,8 @@ pub(crate) struct Inner {
     pub(crate) backend: BackendKind,
     pub(crate) ready: RefCell<VecDeque<Rc<dyn Runnable>>>,
     pub(crate) timers: RefCell<TimerHeap>,
-    /// Refused to public operations once closed, gone once `close()` drops it.
+    /// Refused to public operations once closed, gone once `close()` drops it; also the
+    /// loop's record of being closed (`ProactorCell::is_closed`).
     pub(crate) proactor: ProactorCell,
     pub(crate) io: RefCell<IoRegistry>,
     pub(crate) tasks: RefCell<TaskRegistry>,
@@ -59,7 +60,6 @@ pub(crate) struct Inner {
     pub(crate) remote_buf: RefCell<Vec<Remote>>,
     pub(crate) running: Cell<bool>,
     pub(crate) stopping: Cell<bool>,
-    pub(crate) closed: Cell<bool>,
     pub(crate) debug: Cell<bool>,
     pub(crate) slow_callback: Cell<Duration>,
     pub(crate) precise_timers: Cell<bool>,
@@ -135,7 +135,6 @@ impl EventLoop {
             remote_buf: RefCell::new(Vec::new()),
             running: Cell::new(false),
             stopping: Cell::new(false),
-            closed: Cell::new(false),
             debug: Cell::new(false),
             slow_callback: Cell::new(DEFAULT_SLOW_CALLBACK_DURATION),
             precise_timers: Cell::new(true),
@@ -181,7 +180,7 @@ impl EventLoop {
     }
 
     pub(crate) fn check_closed(&self) -> Result<(), LoopError> {
-        if self.inner.closed.get() {
+        if self.inner.proactor.is_closed() {
             Err(LoopError::LoopClosed)
         } else {
             Ok(())
@@ -354,7 +353,7 @@ impl fmt::Debug for EventLoop {
             .field("id", &self.inner.id)
             .field("backend", &self.inner.backend)
             .field("running", &self.inner.running.get())
-            .field("closed", &self.inner.closed.get())
+            .field("closed", &self.inner.proactor.is_closed())
             .field("debug", &self.inner.debug.get())
             .finish()
     }

@@ -54,7 +54,7 @@ impl Table {
         let mut i = 0;
         while i < self.loops.len() {
             let dead = match self.loops[i].lp.upgrade() {
-                Some(inner) => inner.closed.get(),
+                Some(inner) => inner.proactor.is_closed(),
                 None => true,
             };
             if dead {

@@ -47,8 +47,7 @@ impl ProactorCell {
         if self.state.get() != 0 {
             return self.borrow_mut_slow();
         }
-        self.state.set(BORROWED);
-        Some(ProactorMut { cell: self })
+        self.lend_open()
     }
 
     /// `borrow_mut` of a closed (or gone, or borrowed) loop's proactor.
@@ -70,6 +69,14 @@ impl ProactorCell {
         if self.state.get() != 0 {
             return self.refuse();
         }
+        self.lend_open()
+    }
+
+    /// Lends the proactor of an open loop that nobody borrows (the state is 0): the new
+    /// state is a constant.
+    #[inline(always)]
+    fn lend_open(&self) -> Option<ProactorMut<'_>> {
+        debug_assert_eq!(self.state.get(), 0);
         self.state.set(BORROWED);
         Some(ProactorMut { cell: self })
     }
@@ -89,6 +96,11 @@ impl ProactorCell {
     /// Marks the loop closed: [`borrow_open`](Self::borrow_open) refuses from now on.
     pub(crate) fn close(&self) {
         self.state.set(self.state.get() | CLOSED);
+    }
+
+    /// Whether the loop was closed (the loop's one record of it).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.get() & CLOSED != 0
     }
 
     /// Whether the proactor was taken out.

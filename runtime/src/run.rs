@@ -101,7 +101,7 @@ impl EventLoop {
 
     /// Whether the loop was closed (semantics 21).
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.get()
+        self.inner.proactor.is_closed()
     }
 
     /// Closes the loop: pending callbacks and timers are discarded, further scheduling
@@ -115,7 +115,7 @@ impl EventLoop {
         if self.inner.running.get() {
             return Err(LoopError::CloseWhileRunning);
         }
-        if self.inner.closed.get() {
+        if self.inner.proactor.is_closed() {
             return Ok(());
         }
         tracing::debug!(loop_id = self.inner.id, "closing event loop");
@@ -297,8 +297,9 @@ fn set_slack(slack: libc::c_ulong) -> bool {
 impl Inner {
     /// Everything `close()` releases; also run when an unclosed loop is dropped.
     pub(crate) fn release_resources(&self) {
+        let was_closed = self.proactor.is_closed();
         self.proactor.close();
-        if self.closed.replace(true) && self.proactor.is_gone() {
+        if was_closed && self.proactor.is_gone() {
             return;
         }
         let pipe = self.release_signals();

@@ -273,7 +273,7 @@ impl EventLoop {
                 }
             }
         }
-        if !self.inner.closed.get() {
+        if !self.inner.proactor.is_closed() {
             self.arm_signal_pipe();
         }
     }
