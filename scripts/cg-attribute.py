@@ -12,9 +12,13 @@ usage: cg-attribute.py DUMP BINARY INSTR_PER_MSG [ROWS] [--symbols]
   count (total Ir / INSTR_PER_MSG); costs are printed per message.
 """
 import collections
+import os
 import re
 import subprocess
 import sys
+
+# Source paths are printed relative to the repository (this script's parent directory).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/"
 
 OURS = ("/proactor/src/", "/runtime/src/", "/transports/src/", "/ssl/src/", "/benches/src/")
 
@@ -96,7 +100,7 @@ def main():
         ours = next(((f, loc) for f, loc in chain if any(o in loc for o in OURS)), None)
         if ours:
             name = re.sub(r"<.*?>|\{\{closure\}\}", "", ours[0])[-60:]
-            key = (name, ours[1].split(" ")[0].split("/work/main/")[-1])
+            key = (name, ours[1].split(" ")[0].removeprefix(REPO))
         else:
             key = ("(not ours) " + (chain[0][0][:50] if chain else "?"), "")
         by_line[key] += costs[addr]
