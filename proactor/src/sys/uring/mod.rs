@@ -9,7 +9,8 @@
 //! ([`slots`]).
 //!
 //! # Completions
-//! [`Backend::pop`] reads CQEs straight from the CQ ring, one at a time, and turns each into
+//! [`Backend::pop`] reads CQEs straight from the CQ ring ([`rings`]: the driver's own view,
+//! indices cached per batch), one at a time, and turns each into
 //! a [`RawCompletion`]: `IORING_CQE_F_MORE` becomes `more`, `IORING_CQE_F_BUFFER` names the
 //! provided buffer holding the data. Completions the driver makes itself (an op cancelled
 //! before it reached the kernel, a user-space syscall, the end of a cancelled multishot) wait
@@ -25,6 +26,7 @@
 mod cancel;
 mod multishot;
 mod prep;
+mod rings;
 mod setup;
 mod slots;
 mod submit;
@@ -43,12 +45,13 @@ use io_uring::IoUring;
 use crate::audit;
 use crate::buf::BufPool;
 use crate::completion::{Completion, RawCompletion};
-use crate::error::SetupError;
+use crate::error::{SetupError, SetupErrorKind};
 use crate::op::Op;
 use crate::sys::{Backend, Config, Popped};
 use crate::table::{Entry, OpId, OpState, OpTable, Stage};
 use crate::{BackendKind, Features};
 
+use rings::Rings;
 use setup::{Caps, EnterTarget};
 use slots::Slots;
 use submit::Queued;
@@ -60,6 +63,8 @@ const WAIT_USER_DATA: u64 = 2;
 
 /// The io_uring driver.
 pub(crate) struct Driver {
+    /// The SQ and CQ, read and written only through here (not through `ring`).
+    rings: Rings,
     ring: IoUring,
     enter: EnterTarget,
     caps: Caps,
@@ -94,8 +99,16 @@ impl Driver {
         features.buf_ring = pool.is_ring();
         features.multishot_recv = caps.multishot_recv && pool.is_ring();
         let (mem, len) = pool.memory();
+        let rings = Rings::new(&ring).map_err(|e| {
+            SetupError::new(
+                SetupErrorKind::Resources,
+                "the io_uring rings cannot be mapped",
+                Some(e),
+            )
+        })?;
         audit::lend_range(mem, len);
         Ok(Driver {
+            rings,
             ring,
             enter,
             caps,
@@ -113,17 +126,42 @@ impl Driver {
     /// empty.
     #[inline]
     fn next_cqe(&mut self) -> Option<cqueue::Entry> {
-        if let Some(cqe) = self.ring.completion().next() {
+        if let Some(cqe) = self.rings.cq.pop_in_run() {
             return Some(cqe);
         }
-        if !self.ring.submission().cq_overflow() {
+        self.next_cqe_run()
+    }
+
+    /// `next_cqe` at the end of a run of CQEs: the next run, else the completions kept on
+    /// overflow. Out of line, and a method of the driver rather than of the CQ, so that the
+    /// hot path needs no pointer to the CQ of its own (the compiler would keep one, spilled).
+    #[cold]
+    #[inline(never)]
+    fn next_cqe_run(&mut self) -> Option<cqueue::Entry> {
+        if self.rings.cq.next_run() {
+            return self.rings.cq.pop_in_run();
+        }
+        if !self.rings.sq.cq_overflow() {
             return None;
         }
         tracing::debug!("CQ overflowed; flushing the completions the kernel kept");
         if let Err(err) = self.enter(0, io_uring::EnterFlags::GETEVENTS.bits(), None) {
             tracing::warn!("flushing overflowed completions failed: {err}");
         }
-        self.ring.completion().next()
+        self.rings.cq.pop()
+    }
+
+    /// Whether the SQ has room for one more SQE.
+    #[inline]
+    fn sq_has_room(&mut self) -> bool {
+        self.rings.sq.room_in_run() || self.sq_next_run()
+    }
+
+    /// `sq_has_room` at the end of a run of free slots (out of line, as `next_cqe_run`).
+    #[cold]
+    #[inline(never)]
+    fn sq_next_run(&mut self) -> bool {
+        self.rings.sq.next_run()
     }
 
     /// Turns one CQE into what the caller sees (`Empty` for internal requests and for

@@ -81,8 +81,7 @@ impl Driver {
         if !self.backlog.is_empty() {
             return false;
         }
-        let mut sq = self.ring.submission();
-        if sq.is_full() {
+        if !self.sq_has_room() {
             return false;
         }
         // Built once the SQ is known to have room, so that the compiler writes it straight
@@ -92,12 +91,9 @@ impl Driver {
         debug_assert_eq!(send.start, 0, "restarted sends send their whole buffer");
         let sqe = prep::send_whole(send).user_data(id.user_data());
         // SAFETY: as in `issue`: the SQE points into the op's heap buffer, which stays valid
-        // and in place until the front end removes the op after its final CQE. (`push`
-        // checks for room again, which the compiler folds into the check above.)
-        if unsafe { sq.push(&sqe) }.is_err() {
-            return false;
-        }
-        drop(sq);
+        // and in place until the front end removes the op after its final CQE. There is
+        // room (checked above).
+        unsafe { self.rings.sq.push_unchecked(sqe) };
         entry.stage = Stage::Kernel;
         self.in_kernel += 1;
         true
@@ -107,8 +103,7 @@ impl Driver {
     /// full.
     #[inline]
     fn issue(&mut self, table: &mut OpTable, id: OpId) -> bool {
-        let mut sq = self.ring.submission();
-        if sq.is_full() {
+        if !self.sq_has_room() {
             return false;
         }
         let Some(entry) = table.get_mut(id) else {
@@ -120,8 +115,11 @@ impl Driver {
             self.in_kernel += 1;
             // SAFETY: as below: the SQE points into the op's heap buffer, which stays valid
             // and in place until the front end removes the op after its final CQE.
-            let pushed = unsafe { sq.push(&prep::send(send).user_data(id.user_data())) };
-            debug_assert!(pushed.is_ok(), "the SQ had room a moment ago");
+            unsafe {
+                self.rings
+                    .sq
+                    .push_unchecked(prep::send(send).user_data(id.user_data()))
+            };
             return true;
         }
         let cx = Ctx {
@@ -134,8 +132,8 @@ impl Driver {
                 self.in_kernel += 1;
                 // SAFETY: the SQE points into the op's heap memory (see `prep`), which stays
                 // valid and in place until the front end removes the op after its final CQE.
-                let pushed = unsafe { sq.push(&sqe.user_data(id.user_data())) };
-                debug_assert!(pushed.is_ok(), "the SQ had room a moment ago");
+                // There is room (checked above; nothing was pushed since).
+                unsafe { self.rings.sq.push_unchecked(sqe.user_data(id.user_data())) };
             }
             Prepared::Done(result) => {
                 entry.stage = Stage::Done;
@@ -147,11 +145,10 @@ impl Driver {
 
     /// Puts `sqe` in the SQ; `false` when it is full.
     pub(super) fn push_sqe(&mut self, sqe: &Entry) -> bool {
-        let mut sq = self.ring.submission();
         // SAFETY: every pointer in our SQEs points into memory owned by an op in the table
         // (or by the driver, for internal entries), which stays valid and in place until
         // the op's final CQE is reaped (see `prep`).
-        unsafe { sq.push(sqe) }.is_ok()
+        unsafe { self.rings.sq.push(sqe.clone()) }
     }
 
     /// Moves backlogged requests into the SQ while it has room.
@@ -180,7 +177,9 @@ impl Driver {
         flags: u32,
         args: Option<&SubmitArgs<'_, '_>>,
     ) -> io::Result<usize> {
-        let to_submit = self.ring.submission().len() as u32;
+        // The kernel sees the SQEs written and the CQEs reaped so far (`rings`).
+        let to_submit = self.rings.sq.publish();
+        self.rings.cq.publish();
         let (arg, size) = match args {
             Some(args) => (
                 (args as *const SubmitArgs<'_, '_>).cast::<libc::c_void>(),
@@ -312,7 +311,7 @@ impl Driver {
 
     /// CQEs waiting in the CQ ring.
     pub(super) fn cq_len(&mut self) -> usize {
-        self.ring.completion().len()
+        self.rings.cq.len()
     }
 }
 
