@@ -126,29 +126,36 @@ impl Driver {
     /// empty.
     #[inline]
     fn next_cqe(&mut self) -> Option<cqueue::Entry> {
-        if let Some(cqe) = self.rings.cq.pop_in_run() {
-            return Some(cqe);
+        loop {
+            if let Some(cqe) = self.rings.cq.pop_in_run() {
+                return Some(cqe);
+            }
+            if !self.next_cqe_run() {
+                return None;
+            }
         }
-        self.next_cqe_run()
     }
 
-    /// `next_cqe` at the end of a run of CQEs: the next run, else the completions kept on
-    /// overflow. Out of line, and a method of the driver rather than of the CQ, so that the
-    /// hot path needs no pointer to the CQ of its own (the compiler would keep one, spilled).
+    /// `next_cqe` at the end of a run of CQEs: starts the next run, flushing the completions
+    /// kept on overflow if the CQ is empty; whether there are CQEs now.
+    ///
+    /// Out of line, and a method of the driver rather than of the CQ, so that the hot path
+    /// needs no pointer to the CQ of its own (the compiler would keep one, spilled); and it
+    /// returns no CQE, which would then come back through the stack.
     #[cold]
     #[inline(never)]
-    fn next_cqe_run(&mut self) -> Option<cqueue::Entry> {
+    fn next_cqe_run(&mut self) -> bool {
         if self.rings.cq.next_run() {
-            return self.rings.cq.pop_in_run();
+            return true;
         }
         if !self.rings.sq.cq_overflow() {
-            return None;
+            return false;
         }
         tracing::debug!("CQ overflowed; flushing the completions the kernel kept");
         if let Err(err) = self.enter(0, io_uring::EnterFlags::GETEVENTS.bits(), None) {
             tracing::warn!("flushing overflowed completions failed: {err}");
         }
-        self.rings.cq.pop()
+        self.rings.cq.next_run()
     }
 
     /// Whether the SQ has room for one more SQE.

@@ -316,8 +316,8 @@ impl Cq {
         self.run_head.wrapping_add(read as u32)
     }
 
-    /// The next CQE, if any.
-    #[inline]
+    /// The next CQE, if any. (The driver splits this in two: see `Driver::next_cqe`.)
+    #[cfg(test)]
     pub(super) fn pop(&mut self) -> Option<cqueue::Entry> {
         match self.pop_in_run() {
             Some(cqe) => Some(cqe),
@@ -327,8 +327,6 @@ impl Cq {
     }
 
     /// The next CQE of the current run; at its end, [`Cq::next_run`] starts the next one.
-    /// (The hot path's half of `pop`, for a caller that keeps the other half out of line
-    /// itself.)
     #[inline]
     pub(super) fn pop_in_run(&mut self) -> Option<cqueue::Entry> {
         if self.next == self.end {
