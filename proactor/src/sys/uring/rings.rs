@@ -128,19 +128,26 @@ impl Map {
         Ok(Map { addr, len })
     }
 
-    /// The address `offset` bytes into the mapping, as a `T` pointer.
+    /// The address `offset` bytes into the mapping, as a pointer to the first of `count`
+    /// `T`s.
     ///
-    /// # Panics
-    /// When a `T` at `offset` would not fit in the mapping (a kernel offset we misread).
-    fn at<T>(&self, offset: u32) -> *mut T {
+    /// # Errors
+    /// When `count` `T`s at `offset` would not fit in the mapping, or be misaligned (offsets
+    /// from the kernel that do not describe this mapping).
+    fn at<T>(&self, offset: u32, count: usize) -> io::Result<*mut T> {
         let offset = offset as usize;
-        assert!(
-            offset + mem::size_of::<T>() <= self.len && offset % mem::align_of::<T>() == 0,
-            "io_uring ring offset {offset} outside its {}-byte mapping",
-            self.len
-        );
+        let fits = count
+            .checked_mul(mem::size_of::<T>())
+            .and_then(|len| len.checked_add(offset))
+            .is_some_and(|end| end <= self.len);
+        if !fits || offset % mem::align_of::<T>() != 0 {
+            return Err(io::Error::other(format!(
+                "io_uring ring offset {offset} (for {count} entries) outside its {}-byte mapping",
+                self.len
+            )));
+        }
         // SAFETY: in bounds of the mapping (checked above).
-        unsafe { self.addr.as_ptr().add(offset).cast::<T>() }
+        Ok(unsafe { self.addr.as_ptr().add(offset).cast::<T>() })
     }
 }
 
@@ -415,16 +422,16 @@ impl Rings {
             (sq_map, Some(Map::new(fd, OFF_CQ_RING, cq_len)?))
         };
         let cq_ring = cq_map.as_ref().unwrap_or(&sq_map);
-        let at = |map: &Map, offset| map.at::<AtomicU32>(offset).cast_const();
+        let at = |map: &Map, offset| map.at::<AtomicU32>(offset, 1).map(<*mut _>::cast_const);
         // SAFETY: the ring masks are written by the kernel at setup and never change.
         let (sq_mask, cq_mask) = unsafe {
             (
-                sq_map.at::<u32>(p.sq_off.ring_mask).read(),
-                cq_ring.at::<u32>(p.cq_off.ring_mask).read(),
+                sq_map.at::<u32>(p.sq_off.ring_mask, 1)?.read(),
+                cq_ring.at::<u32>(p.cq_off.ring_mask, 1)?.read(),
             )
         };
         // SAFETY: as above.
-        let entries = unsafe { sq_map.at::<u32>(p.sq_off.ring_entries).read() };
+        let entries = unsafe { sq_map.at::<u32>(p.sq_off.ring_entries, 1)?.read() };
         if entries != p.sq_entries || sq_mask != entries - 1 || cq_mask != p.cq_entries - 1 {
             return Err(io::Error::other(
                 "io_uring ring geometry does not match its params",
@@ -442,20 +449,17 @@ impl Rings {
             // SQEs are written in ring order; the index array says so once and for all
             // (the crate wrote the same at setup; rewritten here so that this view relies
             // on nothing but itself).
-            let array = sq_map.at::<u32>(p.sq_off.array);
-            // Bounds of the whole array (the `at` check covers its first element only).
-            assert!(p.sq_off.array as usize + entries as usize * 4 <= sq_map.len);
+            let array = sq_map.at::<u32>(p.sq_off.array, entries as usize)?;
             for i in 0..entries {
                 // SAFETY: in bounds (checked above). Without SQPOLL (checked above) the kernel
                 // reads the array only inside `io_uring_enter`, on this thread, so not now.
                 unsafe { array.add(i as usize).write_volatile(i) };
             }
         }
-        let sqes = sqe_map.at::<squeue::Entry>(0);
-        let cqes = cq_ring.at::<cqueue::Entry>(p.cq_off.cqes).cast_const();
-        // Bounds of the whole arrays (the `at` checks cover their first entries only).
-        assert!(p.cq_off.cqes as usize + p.cq_entries as usize * 16 <= cq_ring.len);
-        assert!(entries as usize * 64 <= sqe_map.len);
+        let sqes = sqe_map.at::<squeue::Entry>(0, entries as usize)?;
+        let cqes = cq_ring
+            .at::<cqueue::Entry>(p.cq_off.cqes, p.cq_entries as usize)?
+            .cast_const();
         let mut sq = Sq {
             next: sqes,
             end: sqes,
@@ -465,9 +469,9 @@ impl Rings {
             mask: sq_mask,
             entries,
             sqes,
-            khead: at(&sq_map, p.sq_off.head),
-            ktail: at(&sq_map, p.sq_off.tail),
-            kflags: at(&sq_map, p.sq_off.flags),
+            khead: at(&sq_map, p.sq_off.head)?,
+            ktail: at(&sq_map, p.sq_off.tail)?,
+            kflags: at(&sq_map, p.sq_off.flags)?,
         };
         let mut cq = Cq {
             next: cqes,
@@ -477,8 +481,8 @@ impl Rings {
             mask: cq_mask,
             entries: p.cq_entries,
             cqes,
-            khead: at(cq_ring, p.cq_off.head),
-            ktail: at(cq_ring, p.cq_off.tail),
+            khead: at(cq_ring, p.cq_off.head)?,
+            ktail: at(cq_ring, p.cq_off.tail)?,
         };
         // Start from the indices as they are, with empty runs (a ring used before us). The
         // first push or pop starts a real run.
