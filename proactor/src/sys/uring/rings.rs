@@ -234,8 +234,10 @@ impl Sq {
     /// Writes `sqe` at the tail, when [`Sq::has_room`] just said there was room.
     ///
     /// # Safety
-    /// Every pointer in `sqe` must stay valid (and what it points to unmoved) until its
-    /// final CQE is reaped.
+    /// [`Sq::has_room`] (or [`Sq::room_in_run`]) returned `true` and nothing was pushed
+    /// since: otherwise the write lands on an SQE the kernel has not consumed. Every
+    /// pointer in `sqe` must stay valid (and what it points to unmoved) until its final CQE
+    /// is reaped.
     #[inline]
     pub(super) unsafe fn push_unchecked(&mut self, sqe: squeue::Entry) {
         debug_assert!(self.next != self.end, "SQ full");
