@@ -5,6 +5,12 @@
 //! `EventLoop::add_before_poll_hook`) then submits one send per listed transport, right
 //! before the poll that hands them to the kernel: every write of an iteration goes out as
 //! one system-call-free submission per connection, with no extra loop turn.
+//!
+//! On the epoll backend, where a send is a system call made when it is submitted,
+//! `write()` flushes the list at once instead (see `StreamInner::write_through`): receives
+//! and sends then alternate within a turn, as a task per connection's do, which measured
+//! 12–15 % less server CPU per message at 1,000 connections × 1 KiB than waiting for the
+//! end of the turn.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

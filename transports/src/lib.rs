@@ -49,9 +49,10 @@
 //!   by the protocol's own `write()` is delivered when its current method returns.
 //! - A panic in a protocol method plays the role of an exception (see [`Protocol`]).
 //! - `data_received` gets a borrowed slice valid for the call (copy to keep it).
-//! - Writes are sent at the end of the loop iteration (one send per connection), not
-//!   inside `write()`; a write that the kernel could take at once still counts toward the
-//!   buffer size until then.
+//! - On io_uring, writes are sent at the end of the loop iteration (one send per
+//!   connection), not inside `write()`; a write that the kernel could take at once still
+//!   counts toward the buffer size until then. On epoll a write is sent inside `write()`,
+//!   as asyncio's selector transports do.
 //!
 //! # Not implemented yet
 //! - TLS: `ssl`/`server_hostname` are accepted by the option types and rejected with a clear

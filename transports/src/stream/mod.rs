@@ -9,8 +9,9 @@
 //! - **Pausing** never loses data: chunks that arrive while paused (the multishot receive is
 //!   cancelled, and whatever it already received still arrives) are kept in order and
 //!   delivered after `resume_reading()`.
-//! - **Writes** are copied into the transport's buffer; the loop's before-poll hook submits
-//!   everything queued in an iteration as one send per connection. Only one send is in
+//! - **Writes** are copied into the transport's buffer; on io_uring the loop's before-poll
+//!   hook submits everything queued in an iteration as one send per connection, on epoll
+//!   `write()` sends at once (`write_through`). Only one send is in
 //!   flight per connection; its bytes still count toward `get_write_buffer_size()`
 //!   (semantics 141). The two write buffers alternate, so steady state allocates nothing.
 //! - **Teardown** (semantics 212): `connection_lost` is scheduled only once every op in
@@ -31,7 +32,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
-use ringloop_proactor::{Completion, OpId, RecvBuf};
+use ringloop_proactor::{BackendKind, Completion, OpId, RecvBuf};
 use ringloop_runtime::{EventLoop, Future, IoHandler, IoToken, LoopError};
 
 use crate::address::Address;
@@ -122,7 +123,8 @@ pub(crate) struct StreamInner {
     pub(crate) phase: Cell<Phase>,
     /// `close()`, `abort()` or a fatal error happened: no more reads are delivered.
     pub(crate) closing: Cell<bool>,
-    /// `write()` must take its slow path: closing, after `write_eof()`, or a read pipe.
+    /// `write()` must take its slow path: closing, after `write_eof()`, a read pipe, or
+    /// always on a write-through transport.
     pub(crate) write_blocked: Cell<bool>,
     /// The write buffer was discarded (abort or fatal error).
     pub(crate) aborted: Cell<bool>,
@@ -158,6 +160,12 @@ pub(crate) struct StreamInner {
     /// (`settle_write`) when the transport next writes or needs the outcome.
     pub(crate) write_quiet: Cell<bool>,
     pub(crate) in_flight: Cell<usize>,
+    /// Whether `write()` sends at once rather than at the loop's before-poll flush: on
+    /// the epoll backend, where a send is a system call made there and then (asyncio's
+    /// selector transports do the same). Its receives and sends then alternate, as a task
+    /// per connection's do, instead of a turn's receives all coming before its sends; on
+    /// io_uring, where the flush only fills SQEs, it would only split a turn's writes.
+    pub(crate) write_through: bool,
     pub(crate) flow: Cell<FlowControl>,
     /// Flow signals raised while the protocol was busy, delivered when it returns.
     pub(crate) deferred_flow: DeferredFlow,
@@ -229,6 +237,7 @@ impl Transport {
             _ => (None, None),
         };
         let raw_fd = fd.as_raw_fd();
+        let write_through = lp.backend() == BackendKind::Epoll && kind != StreamKind::ReadPipe;
         let inner = Rc::new_cyclic(|me| StreamInner {
             lp: lp.clone(),
             kind,
@@ -240,7 +249,7 @@ impl Transport {
             protocol_is_buffered: Cell::new(None),
             phase: Cell::new(Phase::Starting),
             closing: Cell::new(false),
-            write_blocked: Cell::new(kind == StreamKind::ReadPipe),
+            write_blocked: Cell::new(kind == StreamKind::ReadPipe || write_through),
             aborted: Cell::new(false),
             lost_error: RefCell::new(None),
             dropped_writes: Cell::new(0),
@@ -259,6 +268,7 @@ impl Transport {
             write_op: Cell::new(None),
             write_quiet: Cell::new(false),
             in_flight: Cell::new(0),
+            write_through,
             flow: Cell::new(FlowControl::default()),
             deferred_flow: DeferredFlow::default(),
             eof_requested: Cell::new(false),

@@ -66,7 +66,7 @@ impl StreamInner {
     ) -> Result<(), TransportError> {
         if self.write_blocked.get() {
             return self
-                .write_refused(data)
+                .write_slowly(data)
                 .map_err(|refusal| refusal.error(method));
         }
         if data.is_empty() {
@@ -85,6 +85,32 @@ impl StreamInner {
         let mut flow = self.flow.get();
         let signal = flow.after_grow(size);
         if signal != FlowSignal::None {
+            self.pause_after_settling();
+        }
+        Ok(())
+    }
+
+    /// `write()` while `write_blocked`: on a write-through transport (which keeps it set,
+    /// so that the write-through path costs the others nothing) what is queued is sent now,
+    /// or behind the send in flight, whose completion submits it; otherwise the write is
+    /// refused.
+    #[cold]
+    #[inline(never)]
+    fn write_slowly(self: &Rc<Self>, data: &[u8]) -> Result<(), WriteRefusal> {
+        let open = !self.closing.get() && !self.eof_requested.get();
+        if !(self.write_through && open) {
+            return self.write_refused(data);
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.wbuf.borrow_mut().extend_from_slice(data);
+        // Through the loop's flush rather than `Flush::flush` directly: the flush inlines
+        // the per-message send, which a second caller would cost it.
+        self.list_for_flush();
+        self.flush_list.flush_all();
+        let mut flow = self.flow.get();
+        if flow.after_grow(self.buffered()) != FlowSignal::None {
             self.pause_after_settling();
         }
         Ok(())
