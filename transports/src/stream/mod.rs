@@ -11,7 +11,7 @@
 //!   delivered after `resume_reading()`.
 //! - **Writes** are copied into the transport's buffer; on io_uring the loop's before-poll
 //!   hook submits everything queued in an iteration as one send per connection, on epoll
-//!   `write()` sends at once (`write_through`). Only one send is in
+//!   `write()` sends at once (`writes_through`). Only one send is in
 //!   flight per connection; its bytes still count toward `get_write_buffer_size()`
 //!   (semantics 141). The two write buffers alternate, so steady state allocates nothing.
 //! - **Teardown** (semantics 212): `connection_lost` is scheduled only once every op in
@@ -54,6 +54,17 @@ pub(crate) enum StreamKind {
     ReadPipe,
     /// The write end of a pipe: writes only; `write_eof()` is `close()`.
     WritePipe,
+}
+
+/// Whether a transport of `kind` on `lp` sends inside `write()` rather than at the loop's
+/// before-poll flush: on the epoll backend, where a send is a system call made when it is
+/// submitted (asyncio's selector transports do the same). Its receives and sends then
+/// alternate, as a task per connection's do, instead of a turn's receives all coming before
+/// its sends; on io_uring, where the flush only fills SQEs, it would only split a turn's
+/// writes. Such a transport keeps `write_blocked` set, so that `write()`'s fast path stays
+/// the io_uring one.
+pub(crate) fn writes_through(lp: &EventLoop, kind: StreamKind) -> bool {
+    lp.backend() == BackendKind::Epoll && kind != StreamKind::ReadPipe
 }
 
 impl StreamKind {
@@ -160,12 +171,6 @@ pub(crate) struct StreamInner {
     /// (`settle_write`) when the transport next writes or needs the outcome.
     pub(crate) write_quiet: Cell<bool>,
     pub(crate) in_flight: Cell<usize>,
-    /// Whether `write()` sends at once rather than at the loop's before-poll flush: on
-    /// the epoll backend, where a send is a system call made there and then (asyncio's
-    /// selector transports do the same). Its receives and sends then alternate, as a task
-    /// per connection's do, instead of a turn's receives all coming before its sends; on
-    /// io_uring, where the flush only fills SQEs, it would only split a turn's writes.
-    pub(crate) write_through: bool,
     pub(crate) flow: Cell<FlowControl>,
     /// Flow signals raised while the protocol was busy, delivered when it returns.
     pub(crate) deferred_flow: DeferredFlow,
@@ -237,7 +242,6 @@ impl Transport {
             _ => (None, None),
         };
         let raw_fd = fd.as_raw_fd();
-        let write_through = lp.backend() == BackendKind::Epoll && kind != StreamKind::ReadPipe;
         let inner = Rc::new_cyclic(|me| StreamInner {
             lp: lp.clone(),
             kind,
@@ -249,7 +253,7 @@ impl Transport {
             protocol_is_buffered: Cell::new(None),
             phase: Cell::new(Phase::Starting),
             closing: Cell::new(false),
-            write_blocked: Cell::new(kind == StreamKind::ReadPipe || write_through),
+            write_blocked: Cell::new(writes_through(lp, kind) || kind == StreamKind::ReadPipe),
             aborted: Cell::new(false),
             lost_error: RefCell::new(None),
             dropped_writes: Cell::new(0),
@@ -268,7 +272,6 @@ impl Transport {
             write_op: Cell::new(None),
             write_quiet: Cell::new(false),
             in_flight: Cell::new(0),
-            write_through,
             flow: Cell::new(FlowControl::default()),
             deferred_flow: DeferredFlow::default(),
             eof_requested: Cell::new(false),

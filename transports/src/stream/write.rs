@@ -98,7 +98,7 @@ impl StreamInner {
     #[inline(never)]
     fn write_slowly(self: &Rc<Self>, data: &[u8]) -> Result<(), WriteRefusal> {
         let open = !self.closing.get() && !self.eof_requested.get();
-        if !(self.write_through && open) {
+        if !(open && super::writes_through(&self.lp, self.kind)) {
             return self.write_refused(data);
         }
         if data.is_empty() {
