@@ -287,8 +287,10 @@ impl Transport {
     }
 
     /// Queues `data` to be sent. Returns at once: the bytes are copied (the caller may reuse
-    /// its buffer, semantics 128) and go out, with everything else written in this loop
-    /// iteration, as one send before the loop next waits. `write(b"")` does nothing
+    /// its buffer, semantics 128). On io_uring they go out, with everything else written in
+    /// this loop iteration, as one send before the loop next waits; on epoll they are sent
+    /// inside this call, as far as the socket takes them (the rest waits for it to become
+    /// writable), as asyncio's selector transports do. `write(b"")` does nothing
     /// (semantics 123).
     ///
     /// After `close()` or once the connection is lost, data is dropped silently; from the
