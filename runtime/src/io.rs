@@ -72,6 +72,14 @@ struct IoSlot {
 pub(crate) struct IoRegistry {
     slots: Slab<IoSlot>,
     next_generation: u32,
+    /// Set while the loop dispatches completions (see [`EventLoop::dispatching`]): a
+    /// handler deregistered meanwhile is kept in `retired` rather than dropped, so that
+    /// dispatch can call a handler through the registry's own `Rc` without holding a count
+    /// of its own (an increment and decrement per message) even if the handler deregisters
+    /// itself during the call.
+    dispatching: bool,
+    /// Handlers deregistered while dispatching, dropped when dispatching ends.
+    retired: Vec<Rc<dyn IoHandler>>,
 }
 
 impl IoRegistry {
@@ -88,28 +96,42 @@ impl IoRegistry {
         IoToken::new(key, generation)
     }
 
-    /// The handler of token `raw`, and where its value is (see [`IoSlot::target`]): valid
-    /// for as long as the returned `Rc` lives.
+    /// Where the value of the handler of token `raw` is (see [`IoSlot::target`]): valid
+    /// while the handler is registered, and while dispatching also until dispatching ends
+    /// (see [`IoRegistry::dispatching`]).
     #[inline]
-    pub(crate) fn get(&self, raw: u64) -> Option<(Rc<dyn IoHandler>, NonNull<dyn IoHandler>)> {
+    fn get(&self, raw: u64) -> Option<NonNull<dyn IoHandler>> {
         let token = IoToken(raw);
         self.slots
             .get(token.key())
             .filter(|slot| slot.generation == token.generation())
-            .map(|slot| (slot.handler.clone(), slot.target))
+            .map(|slot| slot.target)
     }
 
-    fn remove(&mut self, token: IoToken) -> Option<Rc<dyn IoHandler>> {
+    /// Removes the handler of `token`: `None` if it is not registered; while dispatching,
+    /// the handler is kept in `retired` and `Some(None)` returned.
+    fn remove(&mut self, token: IoToken) -> Option<Option<Rc<dyn IoHandler>>> {
         let live = self
             .slots
             .get(token.key())
             .is_some_and(|s| s.generation == token.generation());
-        live.then(|| self.slots.remove(token.key()).handler)
+        if !live {
+            return None;
+        }
+        let handler = self.slots.remove(token.key()).handler;
+        if self.dispatching {
+            self.retired.push(handler);
+            return Some(None);
+        }
+        Some(Some(handler))
     }
 
     /// Empties the registry (loop close), for dropping outside the borrow.
     pub(crate) fn take_all(&mut self) -> Vec<Rc<dyn IoHandler>> {
-        self.slots.drain().map(|slot| slot.handler).collect()
+        debug_assert!(!self.dispatching, "the loop closes while dispatching");
+        let mut all = std::mem::take(&mut self.retired);
+        all.extend(self.slots.drain().map(|slot| slot.handler));
+        all
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -132,8 +154,17 @@ impl EventLoop {
     /// completions with this token are dropped (their buffers freed, an fd they yield
     /// closed). Detach or cancel the handler's ops first if they should stop.
     pub fn deregister_io(&self, token: IoToken) -> bool {
+        // Bound first: the handler (if not retired) drops after the borrow ends.
         let removed = self.inner.io.borrow_mut().remove(token);
         removed.is_some()
+    }
+
+    /// Opens the window in which the loop dispatches completions (see
+    /// [`IoRegistry::dispatching`]); it closes when the guard drops, and the handlers
+    /// deregistered meanwhile drop then. Once per loop iteration, not per completion.
+    pub(crate) fn dispatching(&self) -> Dispatching<'_> {
+        self.inner.io.borrow_mut().dispatching = true;
+        Dispatching { lp: self }
     }
 
     /// How many ops are in flight in the proactor, counting cancelled and detached ones
@@ -297,19 +328,25 @@ impl EventLoop {
     #[inline]
     pub(crate) fn dispatch(&self, completion: &mut Completion) {
         // Unguarded: the borrow flag is checked, not raised and lowered again (per message).
+        debug_assert!(
+            self.inner.io.borrow().dispatching,
+            "dispatch outside `dispatching`"
+        );
         // SAFETY: the shared reference lives only for `get`, which runs no code that could
-        // borrow the registry mutably (it clones an `Rc` and copies a pointer), and
-        // `try_borrow_unguarded` has checked that no mutable borrow is active.
+        // borrow the registry mutably (it copies a pointer), and `try_borrow_unguarded` has
+        // checked that no mutable borrow is active.
         let handler = match unsafe { self.inner.io.try_borrow_unguarded() } {
             Ok(io) => io.get(completion.token),
             // What `borrow` would do: nothing borrows it mutably while the loop dispatches.
             Err(err) => panic!("I/O registry borrowed during dispatch: {err}"),
         };
         match handler {
-            Some((_alive, target)) => {
-                // SAFETY: `target` points to the value of the `Rc` that `_alive` holds a
-                // count of, so it stays valid (and only shared) throughout the call, even if
-                // the handler deregisters itself meanwhile.
+            Some(target) => {
+                // SAFETY: `target` points to the value of an `Rc` the registry holds: in its
+                // slot, or, once deregistered (by the handler itself, say) while the loop
+                // dispatches, which it does now (the caller holds a `Dispatching`), in
+                // `retired` until that window closes, after this call. So it stays valid
+                // (and only shared) throughout the call.
                 let handler = unsafe { target.as_ref() };
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     handler.complete(self, completion)
@@ -330,6 +367,26 @@ impl EventLoop {
                 drop_orphan(completion.take());
             }
         }
+    }
+}
+
+/// The window in which the loop dispatches completions (see [`EventLoop::dispatching`]).
+pub(crate) struct Dispatching<'a> {
+    lp: &'a EventLoop,
+}
+
+impl Drop for Dispatching<'_> {
+    fn drop(&mut self) {
+        let retired = {
+            let mut io = self.lp.inner.io.borrow_mut();
+            io.dispatching = false;
+            if io.retired.is_empty() {
+                return;
+            }
+            std::mem::take(&mut io.retired)
+        };
+        // Outside the borrow: dropping a handler may run code that uses the loop.
+        drop(retired);
     }
 }
 

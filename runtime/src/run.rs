@@ -150,6 +150,7 @@ impl EventLoop {
         // handler left of the previous one, usually a chunk it has read): building one per
         // message and moving it out costs a copy of its 144 bytes.
         let mut completion = Completion::default();
+        let dispatching = self.dispatching();
         loop {
             let popped = match inner.proactor.borrow_mut() {
                 Some(mut proactor) => proactor.pop_into(&mut completion),
@@ -160,6 +161,7 @@ impl EventLoop {
             }
             self.dispatch(&mut completion);
         }
+        drop(dispatching);
         // Inline, and then there is nothing for the drop glue to do.
         completion.clear();
         std::mem::forget(completion);

@@ -114,6 +114,75 @@ fn completions_for_a_deregistered_handler_are_dropped_safely() {
     assert_no_reports(&reports);
 }
 
+/// A handler that deregisters itself (and another handler) inside `complete` stays alive
+/// until the call returns, however few counts of it anyone else holds; both are dropped by
+/// the end of that dispatch, and one deregistered outside dispatch is dropped at once.
+#[test]
+fn handlers_deregistered_during_their_completion_live_until_it_returns() {
+    let (lp, reports) = recording_loop();
+    struct Dropped(Rc<std::cell::Cell<bool>>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.set(true);
+        }
+    }
+    struct Other(#[allow(dead_code)] Dropped);
+    impl IoHandler for Other {
+        fn complete(&self, _: &EventLoop, _: &mut Completion) {}
+    }
+    struct SelfRemoving {
+        token: std::cell::Cell<Option<ringloop_runtime::IoToken>>,
+        other: ringloop_runtime::IoToken,
+        dropped: Dropped,
+        name: String,
+        seen: Rc<RefCell<Vec<String>>>,
+    }
+    impl IoHandler for SelfRemoving {
+        fn complete(&self, lp: &EventLoop, _: &mut Completion) {
+            assert!(lp.deregister_io(self.token.get().unwrap()));
+            assert!(lp.deregister_io(self.other));
+            // Slots freed above are taken again: the registry moves on meanwhile.
+            let replacement = lp
+                .register_io(Rc::new(Other(Dropped(Rc::default()))))
+                .unwrap();
+            assert!(!self.dropped.0.get(), "dropped during its own completion");
+            self.seen.borrow_mut().push(self.name.clone());
+            lp.deregister_io(replacement);
+        }
+    }
+    let self_dropped = Rc::new(std::cell::Cell::new(false));
+    let other_dropped = Rc::new(std::cell::Cell::new(false));
+    let other = lp
+        .register_io(Rc::new(Other(Dropped(other_dropped.clone()))))
+        .unwrap();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let handler = Rc::new(SelfRemoving {
+        token: std::cell::Cell::new(None),
+        other,
+        dropped: Dropped(self_dropped.clone()),
+        name: "still here".to_string(),
+        seen: seen.clone(),
+    });
+    let token = lp.register_io(handler.clone()).unwrap();
+    handler.token.set(Some(token));
+    // The registry holds the only count from here on.
+    drop(handler);
+    lp.submit(op::Nop, token).unwrap();
+    run_until(&lp, || !seen.borrow().is_empty());
+    assert_eq!(*seen.borrow(), ["still here"]);
+    assert!(self_dropped.get(), "dropped once its completion returned");
+    assert!(other_dropped.get());
+    assert_eq!(lp.registered_io(), 0);
+    // Outside dispatch, deregistering drops the handler at once.
+    let dropped = Rc::new(std::cell::Cell::new(false));
+    let token = lp
+        .register_io(Rc::new(Other(Dropped(dropped.clone()))))
+        .unwrap();
+    assert!(lp.deregister_io(token));
+    assert!(dropped.get());
+    assert_no_reports(&reports);
+}
+
 #[test]
 fn a_panicking_handler_is_reported_and_the_loop_goes_on() {
     let (lp, reports) = recording_loop();
