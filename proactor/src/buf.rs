@@ -34,16 +34,10 @@ use std::sync::atomic::{AtomicU16, Ordering};
 /// How many buffers a ring starts with published (fewer when the pool is smaller).
 pub(crate) const INITIAL_RING_DEPTH: u16 = 16;
 
-/// The part of a provided-buffer ring the application writes: entries plus a shared tail,
-/// and the bookkeeping of which buffers are published.
+/// The bookkeeping of a provided-buffer ring beyond what the per-chunk path uses (which
+/// is in [`PoolInner`]): which buffers are published, and the ring's memory.
 pub(crate) struct RingShared {
-    /// Page-aligned array of `entries` `io_uring_buf` structs, registered with the kernel.
-    pub(crate) base: *mut io_uring::types::BufRingEntry,
-    /// Number of entries (a power of two).
-    pub(crate) entries: u16,
-    /// Our copy of the tail; published to the kernel on every recycle.
-    pub(crate) tail: Cell<u16>,
-    /// The memory layout used to allocate `base`.
+    /// The memory layout used to allocate [`PoolInner::ring_base`].
     pub(crate) layout: std::alloc::Layout,
     /// How many buffers to keep published; grows when the kernel runs dry.
     depth: Cell<u16>,
@@ -53,19 +47,6 @@ pub(crate) struct RingShared {
     consumed_at_growth: Cell<u16>,
     /// Free buffers not published, most recently freed last.
     spare: RefCell<Vec<u16>>,
-    /// A recycled buffer is published when `in_use` (after the recycle) is at least this,
-    /// i.e. when the ring holds fewer than `depth`; else it becomes a spare. Derived from
-    /// `depth` and the number of spares by [`PoolInner::retune`], so that the per-chunk path
-    /// compares one counter instead of counting ring entries.
-    publish_from: Cell<u16>,
-}
-impl Drop for RingShared {
-    fn drop(&mut self) {
-        // SAFETY: `base` was allocated with `layout` by `BufPool::with_ring` and is freed
-        // only here, when the pool is freed (see `BufPool`). The ring is unregistered (or the
-        // ring fd closed) before that: `RecvBuf`s outlive neither the pool memory nor this.
-        unsafe { std::alloc::dealloc(self.base.cast(), self.layout) };
-    }
 }
 
 enum Recycler {
@@ -82,16 +63,38 @@ struct PoolInner {
     mem: *mut u8,
     size: usize,
     count: u16,
-    /// Buffers handed out as `RecvBuf`s and not yet dropped; also what keeps the pool alive
-    /// once its `BufPool` is gone.
-    in_use: Cell<u16>,
-    /// The `BufPool` was dropped while `RecvBuf`s were out: the last of them frees the pool.
-    orphaned: Cell<bool>,
+    /// What keeps the pool alive: one for the `BufPool` while it lives, plus one per buffer
+    /// handed out as a `RecvBuf` and not yet dropped. Whoever takes it to 0 frees the pool;
+    /// so the per-chunk path tells an orphaned pool's last chunk with the one test of the
+    /// count it does anyway. (`u32`: `count` buffers plus the `BufPool`.)
+    refs: Cell<u32>,
+    /// A recycled buffer is published when `refs` (after the recycle) is at least this,
+    /// i.e. when the ring holds fewer than its depth; else it becomes a spare (or, for free
+    /// lists, which never publish, `u32::MAX`, goes to the free list). Derived from the
+    /// depth and the number of spares by [`PoolInner::retune`], so that the per-chunk path
+    /// compares one counter instead of counting ring entries, and tells ring from free list
+    /// by the same comparison.
+    publish_from: Cell<u32>,
+    /// Ring pools: page-aligned array of `ring_mask + 1` `io_uring_buf` structs, registered
+    /// with the kernel (null for free lists). Here rather than in [`RingShared`], as are
+    /// `ring_mask` and `tail`, so that publishing needs no look at the recycler's kind.
+    ring_base: *mut io_uring::types::BufRingEntry,
+    /// The number of ring entries (a power of two) less one.
+    ring_mask: usize,
+    /// Our copy of the ring's tail; published to the kernel on every recycle.
+    tail: Cell<u16>,
     recycler: Recycler,
 }
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
+        if let Recycler::Ring(ring) = &self.recycler {
+            // SAFETY: `ring_base` was allocated with `layout` by `BufPool::with_ring` and is
+            // freed only here, when the pool is freed (see `BufPool`). The ring is
+            // unregistered (or the ring fd closed) before that: `RecvBuf`s outlive neither
+            // the pool memory nor this.
+            unsafe { std::alloc::dealloc(self.ring_base.cast(), ring.layout) };
+        }
         let len = usize::from(self.count) * self.size;
         // SAFETY: `mem` came from `Box::<[u8]>::into_raw` of exactly `len` bytes in
         // `BufPool::build` and is freed only here, once neither the `BufPool` nor any
@@ -108,13 +111,21 @@ impl PoolInner {
         unsafe { self.mem.add(usize::from(id) * self.size) }
     }
 
+    /// Buffers held by `RecvBuf`s (or single receives). Only while the `BufPool` lives,
+    /// which holds one of `refs`.
+    fn held(&self) -> u16 {
+        self.refs.get().saturating_sub(1) as u16
+    }
+
+    /// Returns buffer `id`; `refs` is the pool's count after the chunk's went.
     #[inline]
-    fn recycle(&self, id: u16) {
+    fn recycle(&self, id: u16, refs: u32) {
+        if refs >= self.publish_from.get() {
+            self.publish(id);
+            return;
+        }
         match &self.recycler {
             Recycler::FreeList(free) => push_free(free, id),
-            Recycler::Ring(ring) if self.in_use.get() >= ring.publish_from.get() => {
-                self.publish(ring, id);
-            }
             Recycler::Ring(ring) => self.keep_spare(ring, id),
         }
     }
@@ -130,52 +141,54 @@ impl PoolInner {
     /// kernel may have taken some of them already (completions not reaped yet).
     fn in_ring(&self, ring: &RingShared) -> u16 {
         let spare = ring.spare.borrow().len() as u16;
-        self.count
-            .saturating_sub(self.in_use.get())
-            .saturating_sub(spare)
+        self.count.saturating_sub(self.held()).saturating_sub(spare)
     }
 
     /// Buffers the kernel took so far, as far as reaped completions tell (wrapping): every
     /// buffer ever published, less those still in the ring.
     fn consumed(&self, ring: &RingShared) -> u16 {
-        ring.tail.get().wrapping_sub(self.in_ring(ring))
+        self.tail.get().wrapping_sub(self.in_ring(ring))
     }
 
     /// Recomputes [`RingShared::publish_from`] after the depth or the number of spares
     /// changed.
     ///
-    /// With `S` spares, the ring holds `count - in_use - S` buffers (less those the kernel
-    /// took and we have not reaped). A buffer recycled when `in_use` has dropped to `u`
-    /// finds `count - u - S - 1` in the ring: it is published if that is below `depth`, i.e.
-    /// if `u >= count - depth - S`.
+    /// With `S` spares, the ring holds `count - u - S` buffers when `u` are held (less
+    /// those the kernel took and we have not reaped). A buffer recycled when the held ones
+    /// have dropped to `u` finds `count - u - S - 1` in the ring: it is published if that
+    /// is below `depth`, i.e. if `u >= count - depth - S`; `refs` is then `u + 1` (the
+    /// `BufPool`'s). An orphaned pool (`refs == u`) publishes one buffer fewer, harmlessly:
+    /// its ring is no longer registered.
     #[cold]
     fn retune(&self, ring: &RingShared) {
         let spare = ring.spare.borrow().len() as u16;
         let depth = ring.depth.get();
-        ring.publish_from
-            .set(self.count.saturating_sub(depth).saturating_sub(spare));
+        let from = self.count.saturating_sub(depth).saturating_sub(spare);
+        self.publish_from.set(u32::from(from) + 1);
     }
 
-    /// Hands free buffer `id` to the kernel at the ring's tail.
+    /// Hands free buffer `id` to the kernel at the ring's tail (ring pools only: only they
+    /// have a `publish_from` that `refs` can reach).
     #[inline]
-    fn publish(&self, ring: &RingShared, id: u16) {
+    fn publish(&self, id: u16) {
+        debug_assert!(matches!(self.recycler, Recycler::Ring(_)));
         // Read before the stores below, through which (and `tail`, a `Cell`) the compiler
         // would otherwise load it again.
-        let base = ring.base;
-        let tail = ring.tail.get();
-        let mask = ring.entries - 1;
+        let base = self.ring_base;
+        let tail = self.tail.get();
         // The kernel reads only entries between its head and the published tail; this
         // slot is past the published tail, so no one reads it while we write. The ring never
         // holds more than `count == entries` buffers (each buffer is in one place at a time),
         // so the slot is not one the kernel has yet to consume.
-        // SAFETY: `base` points to `entries` entries owned by the pool; in range.
-        let entry = unsafe { &mut *base.add(usize::from(tail & mask)) };
+        // SAFETY: a ring pool's `ring_base` points to `ring_mask + 1` entries owned by the
+        // pool; the index is masked into range.
+        let entry = unsafe { &mut *base.add(usize::from(tail) & self.ring_mask) };
         // `len` is the same for every entry and was written when the ring was made; the
         // kernel does not change it (no incremental consumption).
         entry.set_addr(self.buf_ptr(id) as u64);
         entry.set_bid(id);
         let new_tail = tail.wrapping_add(1);
-        ring.tail.set(new_tail);
+        self.tail.set(new_tail);
         // The release store publishes the entry written above before the kernel can
         // see the new tail, which it reads atomically.
         // SAFETY: the tail lives in the first entry's reserved bytes, 2-byte aligned.
@@ -194,7 +207,7 @@ impl PoolInner {
             let Some(id) = ring.spare.borrow_mut().pop() else {
                 break;
             };
-            self.publish(ring, id);
+            self.publish(id);
             added += 1;
         }
         self.retune(ring);
@@ -211,10 +224,10 @@ fn push_free(free: &RefCell<Vec<u16>>, id: u16) {
 
 /// A pool of equal receive buffers shared by all multishot receives of one proactor.
 ///
-/// The backend owns it; every [`RecvBuf`] of it points to it too, counted by
-/// `PoolInner::in_use` rather than by an `Rc` (which would cost a count up and down per
-/// chunk on top of `in_use`). The pool is freed by whichever goes last: the `BufPool`, or
-/// the last `RecvBuf` out when the `BufPool` is already gone.
+/// The backend owns it; every [`RecvBuf`] of it points to it too, counted (as the
+/// `BufPool` is) by `PoolInner::refs` rather than by an `Rc` (which would cost a count up
+/// and down per chunk on top of the count of buffers held). The pool is freed by whichever
+/// goes last: the `BufPool`, or the last `RecvBuf` out when the `BufPool` is already gone.
 pub(crate) struct BufPool {
     inner: NonNull<PoolInner>,
 }
@@ -222,13 +235,15 @@ pub(crate) struct BufPool {
 impl Drop for BufPool {
     fn drop(&mut self) {
         let inner = self.inner();
-        if inner.in_use.get() > 0 {
+        let refs = inner.refs.get() - 1;
+        inner.refs.set(refs);
+        if refs > 0 {
             // The last `RecvBuf` dropped frees it.
-            inner.orphaned.set(true);
             return;
         }
         // SAFETY: `inner` came from `Box::leak` in `BufPool::build`; no `RecvBuf` points to
-        // it (`in_use` is 0) and this sole `BufPool` is going, so nothing refers to it after.
+        // it (only this `BufPool` counted in `refs`) and this sole `BufPool` is going, so
+        // nothing refers to it after.
         drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
     }
 }
@@ -237,7 +252,13 @@ impl BufPool {
     /// A pool of `count` buffers of `size` bytes recycled to a free list.
     pub(crate) fn with_free_list(count: u16, size: usize) -> BufPool {
         let free = (0..count).rev().collect();
-        BufPool::build(count, size, Recycler::FreeList(RefCell::new(free)))
+        BufPool::build(
+            count,
+            size,
+            std::ptr::null_mut(),
+            0,
+            Recycler::FreeList(RefCell::new(free)),
+        )
     }
 
     /// A pool of `count` buffers (a power of two) of `size` bytes whose ring of `count`
@@ -262,38 +283,51 @@ impl BufPool {
         }
         let depth = count.min(INITIAL_RING_DEPTH);
         let ring = RingShared {
-            base,
-            entries: count,
-            tail: Cell::new(0),
             layout,
             depth: Cell::new(depth),
             consumed_at_growth: Cell::new(0),
             // Popped from the end: the lowest ids go out first.
             spare: RefCell::new((depth..count).rev().collect()),
-            publish_from: Cell::new(0),
         };
-        let len = u32::try_from(size).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "receive buffers must be under 4 GiB",
-            )
-        })?;
+        let len = match u32::try_from(size) {
+            Ok(len) => len,
+            Err(_) => {
+                // SAFETY: allocated above with `layout`, not yet known to anyone.
+                unsafe { std::alloc::dealloc(base.cast(), layout) };
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "receive buffers must be under 4 GiB",
+                ));
+            }
+        };
         for i in 0..usize::from(count) {
             // SAFETY: `i < count`, inside the allocation of `count` entries; the kernel does
             // not know the ring yet.
             unsafe { (*base.add(i)).set_len(len) };
         }
-        let pool = BufPool::build(count, size, Recycler::Ring(ring));
+        let pool = BufPool::build(
+            count,
+            size,
+            base,
+            usize::from(count) - 1,
+            Recycler::Ring(ring),
+        );
         if let Recycler::Ring(ring) = &pool.inner().recycler {
             for id in 0..depth {
-                pool.inner().publish(ring, id);
+                pool.inner().publish(id);
             }
             pool.inner().retune(ring);
         }
         Ok(pool)
     }
 
-    fn build(count: u16, size: usize, recycler: Recycler) -> BufPool {
+    fn build(
+        count: u16,
+        size: usize,
+        ring_base: *mut io_uring::types::BufRingEntry,
+        ring_mask: usize,
+        recycler: Recycler,
+    ) -> BufPool {
         let mem =
             Box::into_raw(vec![0u8; usize::from(count) * size].into_boxed_slice()).cast::<u8>();
         BufPool {
@@ -301,8 +335,12 @@ impl BufPool {
                 mem,
                 size,
                 count,
-                in_use: Cell::new(0),
-                orphaned: Cell::new(false),
+                refs: Cell::new(1),
+                // Ring pools set theirs (`retune`) before the first recycle.
+                publish_from: Cell::new(u32::MAX),
+                ring_base,
+                ring_mask,
+                tail: Cell::new(0),
                 recycler,
             }))),
         }
@@ -317,7 +355,7 @@ impl BufPool {
     /// The ring's base address, for `register_buf_ring` (ring pools only).
     pub(crate) fn ring_addr(&self) -> Option<u64> {
         match &self.inner().recycler {
-            Recycler::Ring(ring) => Some(ring.base as u64),
+            Recycler::Ring(_) => Some(self.inner().ring_base as u64),
             Recycler::FreeList(_) => None,
         }
     }
@@ -329,7 +367,7 @@ impl BufPool {
 
     /// How many buffers are held by `RecvBuf`s right now.
     pub(crate) fn in_use(&self) -> u16 {
-        self.inner().in_use.get()
+        self.inner().held()
     }
 
     /// The buffers' memory (base and length), for the buffer audit.
@@ -363,14 +401,15 @@ impl BufPool {
 
     /// Returns an unused buffer taken with [`BufPool::take`].
     pub(crate) fn give_back(&self, id: u16) {
-        self.inner().recycle(id);
+        // Not a `RecvBuf`: `refs` does not count it.
+        self.inner().recycle(id, self.inner().refs.get());
     }
 
     /// Wraps buffer `id`, into which the kernel (or the backend) wrote `len` bytes.
     #[inline]
     pub(crate) fn filled(&self, id: u16, len: usize) -> RecvBuf {
         debug_assert!(id < self.inner().count && len <= self.inner().size);
-        self.inner().in_use.set(self.inner().in_use.get() + 1);
+        self.inner().refs.set(self.inner().refs.get() + 1);
         RecvBuf(Repr::Pooled {
             pool: self.inner,
             id,
@@ -424,7 +463,7 @@ impl fmt::Debug for BufPool {
 
 enum Repr {
     Pooled {
-        /// Kept alive by this chunk's count in `in_use` (see `BufPool`).
+        /// Kept alive by this chunk's count in `refs` (see `BufPool`).
         pool: NonNull<PoolInner>,
         id: u16,
         len: u32,
@@ -489,18 +528,20 @@ impl RecvBuf {
     }
 }
 
-/// What dropping a pooled chunk does: its buffer back to the pool, and the pool freed if
+/// What dropping a pooled chunk does: its buffer back to the pool, or the pool freed if
 /// it was the last thing keeping an orphaned pool alive.
 #[inline(always)]
 fn recycle_pooled(ptr: NonNull<PoolInner>, id: u16) {
-    // SAFETY: the dropped chunk's count in `in_use` keeps the pool alive (see `BufPool`).
+    // SAFETY: the dropped chunk's count in `refs` keeps the pool alive (see `BufPool`).
     let pool = unsafe { ptr.as_ref() };
-    let in_use = pool.in_use.get().wrapping_sub(1);
-    pool.in_use.set(in_use);
-    pool.recycle(id);
-    if in_use == 0 && pool.orphaned.get() {
+    let refs = pool.refs.get().wrapping_sub(1);
+    pool.refs.set(refs);
+    if refs == 0 {
+        // The `BufPool` is gone (it holds a count while it lives): nothing to recycle to.
         free_orphaned(ptr);
+        return;
     }
+    pool.recycle(id, refs);
 }
 
 impl Drop for RecvBuf {
@@ -515,9 +556,9 @@ impl Drop for RecvBuf {
 /// Frees a pool whose `BufPool` is gone, once its last `RecvBuf` went too.
 #[cold]
 fn free_orphaned(pool: NonNull<PoolInner>) {
-    // SAFETY: the pool came from `Box::leak` in `BufPool::build`; its `BufPool` is gone
-    // (`orphaned`) and the last `RecvBuf` of it is being dropped (`in_use` is 0), so nothing
-    // refers to it after this.
+    // SAFETY: the pool came from `Box::leak` in `BufPool::build`; its `BufPool` is gone and
+    // the last `RecvBuf` of it is being dropped (`refs` is 0), so nothing refers to it after
+    // this.
     drop(unsafe { Box::from_raw(pool.as_ptr()) });
 }
 
@@ -554,14 +595,14 @@ mod tests {
 
     /// What the kernel does: takes the buffer at the ring's head.
     fn kernel_take(pool: &BufPool, head: &mut u16) -> u16 {
-        let ring = ring(pool);
+        let inner = pool.inner();
         assert_ne!(
             *head,
-            ring.tail.get(),
+            inner.tail.get(),
             "the kernel would find the ring empty"
         );
-        // SAFETY: `head & mask` indexes one of the ring's `entries` entries.
-        let entry = unsafe { &*ring.base.add(usize::from(*head & (ring.entries - 1))) };
+        // SAFETY: `head & mask` indexes one of the ring's `ring_mask + 1` entries.
+        let entry = unsafe { &*inner.ring_base.add(usize::from(*head) & inner.ring_mask) };
         *head = head.wrapping_add(1);
         entry.bid()
     }
@@ -569,11 +610,11 @@ mod tests {
     #[test]
     fn ring_pool_publishes_only_the_initial_depth() {
         let pool = BufPool::with_ring(64, 16).unwrap();
-        assert_eq!(ring(&pool).tail.get(), INITIAL_RING_DEPTH);
+        assert_eq!(pool.inner().tail.get(), INITIAL_RING_DEPTH);
         assert_eq!(ring(&pool).spare.borrow().len(), 64 - 16);
         let small = BufPool::with_ring(4, 16).unwrap();
         assert_eq!(
-            ring(&small).tail.get(),
+            small.inner().tail.get(),
             4,
             "a small pool publishes every buffer"
         );
@@ -606,7 +647,7 @@ mod tests {
         for _ in 0..INITIAL_RING_DEPTH {
             held.push(pool.filled(kernel_take(&pool, &mut head), 1));
         }
-        assert_eq!(ring(&pool).tail.get(), head, "the ring is empty");
+        assert_eq!(pool.inner().tail.get(), head, "the ring is empty");
         assert!(pool.ran_dry());
         for _ in 0..24 {
             held.push(pool.filled(kernel_take(&pool, &mut head), 1));
@@ -625,7 +666,7 @@ mod tests {
         assert_eq!(ring(&pool).spare.borrow().last(), Some(&last));
         // Empty the ring again: the next buffer the kernel gets is the last one freed.
         let mut again = Vec::new();
-        while ring(&pool).tail.get() != head {
+        while pool.inner().tail.get() != head {
             again.push(pool.filled(kernel_take(&pool, &mut head), 1));
         }
         assert!(pool.ran_dry());
@@ -652,12 +693,35 @@ mod tests {
         }
         pool.ran_dry();
         assert_eq!(pool.ring_depth(), Some(64));
-        while ring(&pool).tail.get() != head {
+        while pool.inner().tail.get() != head {
             held.push(pool.filled(kernel_take(&pool, &mut head), 1));
         }
         assert_eq!(pool.in_use(), 64);
         assert!(!pool.ran_dry(), "every buffer is held: nothing to publish");
         assert_eq!(pool.ring_depth(), Some(64));
+    }
+
+    #[test]
+    fn chunks_outlive_their_pool_and_the_last_one_frees_it() {
+        for pool in [
+            BufPool::with_free_list(4, 8),
+            BufPool::with_ring(4, 8).unwrap(),
+        ] {
+            let mut head = 0;
+            let mut take = || match pool.take() {
+                Some((id, _)) => id,
+                None => kernel_take(&pool, &mut head),
+            };
+            let (a, b) = (take(), take());
+            let (a, b) = (pool.filled(a, 1), pool.filled(b, 2));
+            assert_eq!(pool.in_use(), 2);
+            drop(pool);
+            // Each still reads its buffer; the last one out frees the pool.
+            assert_eq!(a.len(), 1);
+            drop(a);
+            assert_eq!(b.len(), 2);
+            drop(b);
+        }
     }
 
     fn pooled_id(buf: &RecvBuf) -> u16 {
