@@ -181,18 +181,38 @@ impl Driver {
             return Popped::Empty;
         };
         let more = cqueue::more(flags);
-        if !more {
-            // Wrapping, not saturating (one instruction, not four): a miscount, which would
-            // be a driver bug, then reads as requests in flight, and `drop` leaks the pool
-            // rather than free memory the kernel may still write.
-            debug_assert!(self.in_kernel > 0, "more final CQEs than requests");
-            self.in_kernel = self.in_kernel.wrapping_sub(1);
-        }
         let Some(entry) = table.get_mut(id) else {
             self.on_stale_cqe(id, res, flags);
             return Popped::Empty;
         };
-        if !more {
+        // One test of `more` for both per-message cases (the chunk of a multishot receive,
+        // the final CQE of a send), which the compiler would not merge were `in_kernel`
+        // counted before the lookup.
+        if more {
+            if let Op::RecvMulti(_) = &entry.op {
+                // The per-message case, inline: data in a ring buffer, the multishot goes
+                // on. Tested before the `match` below, which compiles to a jump table.
+                // `more` alone tells it from a single receive standing in for the multishot
+                // (which never sets it, and is never in flight beside one): no look at the
+                // slot's buffer.
+                debug_assert!(self.slots.get(id).buf.is_none());
+                if res > 0 {
+                    if let Some(bid) = cqueue::buffer_select(flags) {
+                        let buf = self.pool.filled(bid, res as usize);
+                        if entry.state == OpState::Detached {
+                            // The front end consumes it.
+                            return self.raw(Some(RawCompletion::new(id, res, more, Some(buf))));
+                        }
+                        // Routed here, from the entry at hand.
+                        out.set_chunk(entry.token, id, res as u32, buf);
+                        return Popped::Routed;
+                    }
+                }
+                let done = self.on_recv_multi(table, id, res, flags);
+                return self.raw(done);
+            }
+        } else {
+            self.reaped_final();
             entry.stage = Stage::Done;
             if entry.quiet && entry.state == OpState::Active && entry.op.done_by(res) {
                 // The per-message send, settled here rather than through a `RawCompletion`
@@ -202,27 +222,10 @@ impl Driver {
                 entry.result = res;
                 return Popped::Empty;
             }
-        }
-        if let Op::RecvMulti(_) = &entry.op {
-            // The per-message case, inline: data in a ring buffer, the multishot goes on.
-            // Tested before the `match` below, which compiles to a jump table. `more` alone
-            // tells it from a single receive standing in for the multishot (which never sets
-            // it, and is never in flight beside one): no look at the slot's buffer.
-            debug_assert!(!more || self.slots.get(id).buf.is_none());
-            if more && res > 0 {
-                if let Some(bid) = cqueue::buffer_select(flags) {
-                    let buf = self.pool.filled(bid, res as usize);
-                    if entry.state == OpState::Detached {
-                        // The front end consumes it.
-                        return self.raw(Some(RawCompletion::new(id, res, more, Some(buf))));
-                    }
-                    // Routed here, from the entry at hand.
-                    out.set_chunk(entry.token, id, res as u32, buf);
-                    return Popped::Routed;
-                }
+            if let Op::RecvMulti(_) = &entry.op {
+                let done = self.on_recv_multi(table, id, res, flags);
+                return self.raw(done);
             }
-            let done = self.on_recv_multi(table, id, res, flags);
-            return self.raw(done);
         }
         let done = match &entry.op {
             Op::AcceptMulti(_) => self.on_multi(table, id, res, more),
@@ -239,10 +242,23 @@ impl Driver {
     #[cold]
     #[inline(never)]
     fn on_stale_cqe(&mut self, id: OpId, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.reaped_final();
+        }
         if let Some(bid) = cqueue::buffer_select(flags) {
             drop(self.pool.filled(bid, 0));
         }
         tracing::error!(?id, res, "completion for an op that is no longer in flight");
+    }
+
+    /// Counts the final CQE of a request as reaped.
+    #[inline]
+    fn reaped_final(&mut self) {
+        // Wrapping, not saturating (one instruction, not four): a miscount, which would be a
+        // driver bug, then reads as requests in flight, and `drop` leaks the pool rather
+        // than free memory the kernel may still write.
+        debug_assert!(self.in_kernel > 0, "more final CQEs than requests");
+        self.in_kernel = self.in_kernel.wrapping_sub(1);
     }
 
     /// Queues `done`, a completion for the front end (which `take_raw` hands over next:
