@@ -153,6 +153,10 @@ impl EventLoop {
     /// Forgets the handler of `token`; returns `false` if it was not registered. Later
     /// completions with this token are dropped (their buffers freed, an fd they yield
     /// closed). Detach or cancel the handler's ops first if they should stop.
+    ///
+    /// The loop drops its reference to the handler at once, or, when called while the
+    /// loop dispatches completions (from a handler's `complete`, say its own), once the
+    /// iteration's completions are all dispatched.
     pub fn deregister_io(&self, token: IoToken) -> bool {
         // Bound first: the handler (if not retired) drops after the borrow ends.
         let removed = self.inner.io.borrow_mut().remove(token);
