@@ -33,6 +33,7 @@ use crate::executor::ExecutorSlot;
 use crate::future::Future;
 use crate::handle::{CallbackCell, CallbackOutput, Handle, Runnable, TimerCell, TimerHandle};
 use crate::io::IoRegistry;
+use crate::loop_local::{BeforePollHook, BeforePollHookId};
 use crate::proactor_cell::ProactorCell;
 use crate::signal::SignalState;
 use crate::task::TaskRegistry;
@@ -70,6 +71,8 @@ pub(crate) struct Inner {
     pub(crate) executor_waiters: RefCell<Slab<Box<dyn Any>>>,
     pub(crate) signals: RefCell<SignalState>,
     pub(crate) task_factory: RefCell<Option<TaskFactory>>,
+    /// Run at the start of every iteration, in registration order (see `loop_local.rs`).
+    pub(crate) before_poll_hooks: RefCell<Vec<(BeforePollHookId, BeforePollHook)>>,
 }
 
 /// An asyncio-style event loop on a ringloop proactor.
@@ -143,6 +146,7 @@ impl EventLoop {
             executor_waiters: RefCell::new(Slab::new()),
             signals: RefCell::new(SignalState::default()),
             task_factory: RefCell::new(None),
+            before_poll_hooks: RefCell::new(Vec::new()),
         });
         waker::register_local_loop(id, Rc::downgrade(&inner));
         EventLoop { inner }

@@ -9,11 +9,12 @@
 //!   a transport can turn every write queued during an iteration into one vectored send per
 //!   connection that goes out with that poll: no extra loop turn, one system call.
 //!
-//! Both live in a thread-local table keyed by loop id (loops are `!Send`, so their state
+//! Values live in a thread-local table keyed by loop id (loops are `!Send`, so their state
 //! is always on this thread). The table holds the loop weakly; a loop's entry is released
 //! by its `close()` (or drop), and entries of dead loops are also pruned whenever an entry
 //! is added. Values are dropped outside the table's borrow, since dropping may run user
-//! code.
+//! code. Hooks live in the loop itself (`Inner::before_poll_hooks`), which every iteration
+//! reads without a table search, and are dropped by its `close()` (or drop) the same way.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -31,7 +32,6 @@ pub struct BeforePollHookId(u64);
 struct LoopEntry {
     loop_id: u64,
     lp: Weak<Inner>,
-    hooks: Vec<(BeforePollHookId, BeforePollHook)>,
     values: Vec<Rc<dyn Any>>,
 }
 
@@ -66,7 +66,6 @@ impl Table {
         self.loops.push(LoopEntry {
             loop_id: id,
             lp: Rc::downgrade(&lp.inner),
-            hooks: Vec::new(),
             values: Vec::new(),
         });
         let last = self.loops.len() - 1;
@@ -74,7 +73,7 @@ impl Table {
     }
 }
 
-/// Drops the values and hooks of loop `loop_id` (its `close()` or drop), outside the
+/// Drops the values of loop `loop_id` (its `close()` or drop), outside the
 /// table's borrow: they may hold transports, fds or loop handles that must go with the
 /// loop rather than linger until another loop touches the table or the thread exits.
 pub(crate) fn release_loop_locals(loop_id: u64) {
@@ -124,59 +123,69 @@ impl EventLoop {
     /// Hooks run in registration order. A panicking hook is reported to the exception
     /// handler and the loop keeps running.
     pub fn add_before_poll_hook(&self, hook: impl Fn(&EventLoop) + 'static) -> BeforePollHookId {
-        let mut graveyard = Vec::new();
+        // Ids are unique per thread, so one of another loop removes nothing here.
         let id = TABLE.with(|table| {
             let mut table = table.borrow_mut();
             let id = BeforePollHookId(table.next_hook);
             table.next_hook += 1;
-            table
-                .entry(self, &mut graveyard)
-                .hooks
-                .push((id, Rc::new(hook)));
             id
         });
-        drop(graveyard);
+        self.inner
+            .before_poll_hooks
+            .borrow_mut()
+            .push((id, Rc::new(hook)));
         id
     }
 
     /// Removes a hook; `false` if it was not registered on this loop.
     pub fn remove_before_poll_hook(&self, id: BeforePollHookId) -> bool {
-        let removed = TABLE.with(|table| {
-            let mut table = table.borrow_mut();
-            let entry = table.loops.iter_mut().find(|e| e.loop_id == self.id())?;
-            let pos = entry.hooks.iter().position(|(h, _)| *h == id)?;
-            Some(entry.hooks.remove(pos))
-        });
+        let removed = {
+            let mut hooks = self.inner.before_poll_hooks.borrow_mut();
+            let pos = hooks.iter().position(|(h, _)| *h == id);
+            pos.map(|pos| hooks.remove(pos))
+        };
+        // Dropped outside the borrow: dropping may run user code.
         removed.is_some()
     }
 
     /// Runs the before-poll hooks (called by the loop at the start of each iteration).
     #[inline]
     pub(crate) fn run_before_poll_hooks(&self) {
-        // The common case is a single hook: clone it without allocating.
-        let hooks: (Option<BeforePollHook>, Vec<BeforePollHook>) = TABLE
-            .try_with(|table| {
-                let table = table.borrow();
-                let Some(entry) = table.loops.iter().find(|e| e.loop_id == self.id()) else {
-                    return (None, Vec::new());
-                };
-                match entry.hooks.as_slice() {
-                    [] => (None, Vec::new()),
-                    [(_, one)] => (Some(one.clone()), Vec::new()),
-                    many => (None, many.iter().map(|(_, h)| h.clone()).collect()),
+        // A snapshot, so hooks may add or remove hooks; the common case is a single hook,
+        // cloned without allocating and without the iterator and drop glue of a list.
+        let hooks = match self.inner.before_poll_hooks.borrow().as_slice() {
+            [] => None,
+            [(_, one)] => Some(Hooks::One(one.clone())),
+            many => Some(Hooks::Many(many.iter().map(|(_, h)| h.clone()).collect())),
+        };
+        match hooks {
+            None => {}
+            Some(Hooks::One(hook)) => self.run_before_poll_hook(&hook),
+            Some(Hooks::Many(hooks)) => {
+                for hook in &hooks {
+                    self.run_before_poll_hook(hook);
                 }
-            })
-            .unwrap_or_default();
-        for hook in hooks.0.into_iter().chain(hooks.1) {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(self)));
-            if let Err(payload) = outcome {
-                self.call_exception_handler(
-                    crate::exception::ExceptionContext::new("Exception in before-poll hook")
-                        .with_error(crate::error::LoopError::from_panic(&*payload)),
-                );
             }
         }
     }
+
+    /// Runs one hook, reporting its panic to the exception handler.
+    #[inline]
+    fn run_before_poll_hook(&self, hook: &BeforePollHook) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(self)));
+        if let Err(payload) = outcome {
+            self.call_exception_handler(
+                crate::exception::ExceptionContext::new("Exception in before-poll hook")
+                    .with_error(crate::error::LoopError::from_panic(&*payload)),
+            );
+        }
+    }
+}
+
+/// The hooks of one iteration, taken before any runs.
+enum Hooks {
+    One(BeforePollHook),
+    Many(Vec<BeforePollHook>),
 }
 
 #[cfg(test)]
@@ -209,6 +218,35 @@ mod tests {
         lp.stop();
         lp.run_forever().unwrap();
         assert_eq!(runs.get(), 1);
+    }
+
+    #[test]
+    fn hooks_may_add_and_remove_hooks_from_the_next_iteration_on() {
+        let lp = EventLoop::new().unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let first_log = log.clone();
+        let first = Rc::new(Cell::new(None));
+        let first_id = first.clone();
+        let id = lp.add_before_poll_hook(move |lp| {
+            first_log.borrow_mut().push("first");
+            if let Some(id) = first_id.take() {
+                assert!(lp.remove_before_poll_hook(id));
+                let added_log = first_log.clone();
+                lp.add_before_poll_hook(move |_| added_log.borrow_mut().push("added"));
+            }
+        });
+        first.set(Some(id));
+        let second_log = log.clone();
+        lp.add_before_poll_hook(move |_| second_log.borrow_mut().push("second"));
+        for _ in 0..2 {
+            lp.stop();
+            lp.run_forever().unwrap();
+        }
+        assert_eq!(
+            *log.borrow(),
+            ["first", "second", "second", "added"],
+            "an iteration runs the hooks registered when it started"
+        );
     }
 
     #[test]

@@ -128,14 +128,16 @@ impl EventLoop {
         // Transports flush the writes of the previous iteration here (see `loop_local.rs`).
         self.run_before_poll_hooks();
         let inner = &*self.inner;
-        inner.timers.borrow_mut().compact_if_mostly_cancelled();
-        let timeout = if inner.stopping.get() || !inner.ready.borrow().is_empty() {
-            Some(Duration::ZERO)
-        } else {
+        let timeout = {
             let mut timers = inner.timers.borrow_mut();
-            timers
-                .next_deadline()
-                .map(|when| wait_until(when, clock::monotonic()))
+            timers.compact_if_mostly_cancelled();
+            if inner.stopping.get() || !inner.ready.borrow().is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                timers
+                    .next_deadline()
+                    .map(|when| wait_until(when, clock::monotonic()))
+            }
         };
         let polled = match inner.proactor.borrow_mut() {
             Some(mut proactor) => proactor.poll(timeout),
@@ -219,6 +221,10 @@ impl EventLoop {
 
     /// Moves the work other threads sent into the ready queue, in order.
     fn drain_remote(&self) {
+        // Most iterations find nothing queued: skip the swaps of the buffer then.
+        if !self.inner.shared.has_pending() {
+            return;
+        }
         let mut batch = std::mem::take(&mut *self.inner.remote_buf.borrow_mut());
         self.inner.shared.drain_into(&mut batch);
         for item in batch.drain(..) {
@@ -321,6 +327,8 @@ impl Inner {
         drop(waiters);
         let handlers = self.io.borrow_mut().take_all();
         drop(handlers);
+        let hooks = std::mem::take(&mut *self.before_poll_hooks.borrow_mut());
+        drop(hooks);
         crate::loop_local::release_loop_locals(self.id);
         // Dropping the proactor cancels every op in flight and waits for its completion,
         // so no buffer or fd is released while the kernel still uses it.

@@ -159,20 +159,29 @@ impl TimerHeap {
 
     /// Rebuilds the heap without its cancelled entries when they are the majority of a
     /// large heap (semantics 40).
+    #[inline]
     pub(crate) fn compact_if_mostly_cancelled(&mut self) {
+        // The loop checks every iteration: inline, a small or empty heap costs a comparison.
         let len = self.heap.len();
         if len > COMPACT_MIN_LEN && self.cancelled.get() * 2 > len {
-            let mut slots = std::mem::take(&mut self.heap).into_vec();
-            slots.retain(|slot| {
-                let keep = !slot.timer.is_cancelled();
-                if !keep {
-                    slot.timer.unschedule();
-                }
-                keep
-            });
-            self.heap = BinaryHeap::from(slots);
-            self.cancelled.set(0);
+            self.compact();
         }
+    }
+
+    /// Rebuilds the heap without its cancelled entries.
+    #[cold]
+    #[inline(never)]
+    fn compact(&mut self) {
+        let mut slots = std::mem::take(&mut self.heap).into_vec();
+        slots.retain(|slot| {
+            let keep = !slot.timer.is_cancelled();
+            if !keep {
+                slot.timer.unschedule();
+            }
+            keep
+        });
+        self.heap = BinaryHeap::from(slots);
+        self.cancelled.set(0);
     }
 
     /// How many entries the heap holds, cancelled ones included.

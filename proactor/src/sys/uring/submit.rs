@@ -152,7 +152,17 @@ impl Driver {
     }
 
     /// Moves backlogged requests into the SQ while it has room.
+    #[inline]
     pub(super) fn fill_sq(&mut self, table: &mut OpTable) {
+        // Twice a poll, and the backlog is almost always empty: only the test inline.
+        if !self.backlog.is_empty() {
+            self.fill_sq_slow(table);
+        }
+    }
+
+    /// [`fill_sq`](Self::fill_sq) of a non-empty backlog.
+    #[inline(never)]
+    fn fill_sq_slow(&mut self, table: &mut OpTable) {
         while let Some(&next) = self.backlog.front() {
             let done = match next {
                 Queued::Op(id) if stage(table, id) == Some(Stage::Backlog) => self.issue(table, id),
