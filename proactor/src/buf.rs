@@ -89,10 +89,10 @@ struct PoolInner {
 impl Drop for PoolInner {
     fn drop(&mut self) {
         if let Recycler::Ring(ring) = &self.recycler {
+            // The ring is unregistered (or the ring fd closed) before the pool is freed, and
+            // `RecvBuf`s outlive neither the pool memory nor this (see `BufPool`).
             // SAFETY: `ring_base` was allocated with `layout` by `BufPool::with_ring` and is
-            // freed only here, when the pool is freed (see `BufPool`). The ring is
-            // unregistered (or the ring fd closed) before that: `RecvBuf`s outlive neither
-            // the pool memory nor this.
+            // freed only here, when the pool is freed.
             unsafe { std::alloc::dealloc(self.ring_base.cast(), ring.layout) };
         }
         let len = usize::from(self.count) * self.size;

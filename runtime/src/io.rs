@@ -346,11 +346,11 @@ impl EventLoop {
         };
         match handler {
             Some(target) => {
-                // SAFETY: `target` points to the value of an `Rc` the registry holds: in its
-                // slot, or, once deregistered (by the handler itself, say) while the loop
-                // dispatches, which it does now (the caller holds a `Dispatching`), in
-                // `retired` until that window closes, after this call. So it stays valid
-                // (and only shared) throughout the call.
+                // `target` points to the value of an `Rc` the registry holds: in its slot, or,
+                // once deregistered (by the handler itself, say) while the loop dispatches,
+                // which it does now (the caller holds a `Dispatching`), in `retired` until
+                // that window closes, after this call.
+                // SAFETY: so it stays valid (and only shared) throughout the call.
                 let handler = unsafe { target.as_ref() };
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     handler.complete(self, completion)
