@@ -249,8 +249,9 @@ impl Proactor {
             return self.resend_other(id, buf);
         };
         swap_buf(&mut send.buf, &mut send.start, buf);
+        // `result` is left as it is: it is read only once the op is `Finished` again, which
+        // sets it.
         entry.state = OpState::Active;
-        entry.result = 0;
         if !self.driver.restart_in_place(id, entry) {
             self.driver.restart(&mut self.table, id);
         }
@@ -271,7 +272,6 @@ impl Proactor {
         }
         swap_buf(&mut write.buf, &mut write.start, buf);
         entry.state = OpState::Active;
-        entry.result = 0;
         self.driver.restart(&mut self.table, id);
         true
     }

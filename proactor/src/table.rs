@@ -5,7 +5,10 @@
 //! never hit a newer op that reused the slot. Generation 0 is never given to an op: user data
 //! with generation 0 marks the proactor's internal entries (cancel requests, wait timeouts),
 //! and a vacant slot has generation 0, so that the generation check alone tells whether an
-//! id names a live op.
+//! id names a live op. Internal entries also use indices the table never gives out
+//! ([`RESERVED_INDEX`] and up), so that a lookup of one fails its bounds check rather than
+//! find a vacant slot: the io_uring driver looks a CQE up before testing whether it is
+//! internal.
 
 use crate::op::{Nop, Op};
 
@@ -15,6 +18,10 @@ pub struct OpId {
     index: u32,
     generation: u32,
 }
+
+/// The first of the indices the table never gives out: internal `user_data` (generation 0)
+/// uses them, and [`OpId::NONE`] the last.
+pub(crate) const RESERVED_INDEX: u32 = u32::MAX - 2;
 
 impl OpId {
     /// Names no op: the id of an empty [`Completion`](crate::Completion), which users can
@@ -38,6 +45,17 @@ impl OpId {
             index: user_data as u32,
             generation,
         })
+    }
+
+    /// The id in a `user_data`, internal or not: for a lookup, which finds no entry for an
+    /// internal one (its index is reserved), before [`from_user_data`](OpId::from_user_data)
+    /// tells which it is.
+    #[inline]
+    pub(crate) fn from_user_data_any(user_data: u64) -> OpId {
+        OpId {
+            index: user_data as u32,
+            generation: (user_data >> 32) as u32,
+        }
     }
 
     /// The slot index, for backends that key per-op state by slot.
@@ -81,7 +99,8 @@ pub(crate) enum Stage {
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) generation: u32,
-    /// The result of a [`OpState::Finished`] op.
+    /// The result of a [`OpState::Finished`] op (stale in other states: set when the op
+    /// finishes, not reset when it restarts).
     pub(crate) result: i32,
     pub(crate) token: u64,
     pub(crate) state: OpState,
@@ -170,11 +189,11 @@ impl OpTable {
             }
         };
         self.len += 1;
-        // `u32::MAX` is `OpId::NONE`'s.
+        // `RESERVED_INDEX` and up are internal entries' and `OpId::NONE`'s.
         let index = u32::try_from(index)
             .ok()
-            .filter(|&index| index != u32::MAX)
-            .unwrap_or_else(|| unreachable!("2^32 - 1 ops in flight"));
+            .filter(|&index| index < RESERVED_INDEX)
+            .unwrap_or_else(|| unreachable!("2^32 - 3 ops in flight"));
         OpId { index, generation }
     }
 
@@ -281,5 +300,7 @@ mod tests {
         assert_eq!(table.get(second).map(|e| e.token), Some(2));
         assert_eq!(OpId::from_user_data(second.user_data()), Some(second));
         assert_eq!(OpId::from_user_data(7), None, "generation 0 is internal");
+        let internal = OpId::from_user_data_any(u64::from(RESERVED_INDEX));
+        assert!(table.get(internal).is_none(), "internal ids find no entry");
     }
 }

@@ -211,7 +211,12 @@ impl Op {
             matches!(op, Op::Write(op) if covers(result, op.remaining()))
         }
         match self {
-            Op::Send(op) => covers(result, op.remaining()),
+            // `covers(result, op.remaining())` without slicing: `start + n` reaches the end
+            // exactly when `n` covers what is left. It cannot wrap: the kernel sends at most
+            // what is left, which is nothing when `start` is past the end.
+            Op::Send(op) => {
+                usize::try_from(result).is_ok_and(|n| op.start.wrapping_add(n) >= op.buf.len())
+            }
             op => write_done_by(op, result),
         }
     }

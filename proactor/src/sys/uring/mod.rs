@@ -48,7 +48,7 @@ use crate::completion::{Completion, RawCompletion};
 use crate::error::{SetupError, SetupErrorKind};
 use crate::op::Op;
 use crate::sys::{Backend, Config, Popped};
-use crate::table::{Entry, OpId, OpState, OpTable, Stage};
+use crate::table::{Entry, OpId, OpState, OpTable, Stage, RESERVED_INDEX};
 use crate::{BackendKind, Features};
 
 use rings::Rings;
@@ -56,10 +56,11 @@ use setup::{Caps, EnterTarget};
 use slots::Slots;
 use submit::Queued;
 
-/// `user_data` of the driver's `AsyncCancel` requests (generation 0: internal).
-const CANCEL_USER_DATA: u64 = 1;
-/// `user_data` of the wait timeout used on kernels without `EXT_ARG`.
-const WAIT_USER_DATA: u64 = 2;
+/// `user_data` of the driver's `AsyncCancel` requests (generation 0: internal; a reserved
+/// index, which no table lookup finds).
+const CANCEL_USER_DATA: u64 = RESERVED_INDEX as u64;
+/// `user_data` of the wait timeout used on kernels without `EXT_ARG` (as above).
+const WAIT_USER_DATA: u64 = RESERVED_INDEX as u64 + 1;
 
 /// The io_uring driver.
 pub(crate) struct Driver {
@@ -176,13 +177,12 @@ impl Driver {
     #[inline]
     fn on_cqe(&mut self, table: &mut OpTable, cqe: &cqueue::Entry, out: &mut Completion) -> Popped {
         let (user_data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
-        let Some(id) = OpId::from_user_data(user_data) else {
-            trace_internal(user_data, res);
-            return Popped::Empty;
-        };
+        // Looked up before telling an internal request from an op: no entry has an internal
+        // id (see `RESERVED_INDEX`), and the per-message CQEs are ops'.
+        let id = OpId::from_user_data_any(user_data);
         let more = cqueue::more(flags);
         let Some(entry) = table.get_mut(id) else {
-            self.on_stale_cqe(id, res, flags);
+            self.on_unmatched_cqe(user_data, res, flags);
             return Popped::Empty;
         };
         // One test of `more` for both per-message cases (the chunk of a multishot receive,
@@ -236,12 +236,16 @@ impl Driver {
         self.raw(done)
     }
 
-    /// A CQE for an op no longer in the table. Ops leave the table only after their final
-    /// CQE, so this is a driver bug; a provided buffer the CQE may carry is recycled rather
-    /// than lost.
+    /// A CQE that names no entry: an internal request's, or else one for an op no longer in
+    /// the table. Ops leave the table only after their final CQE, so the latter is a driver
+    /// bug; a provided buffer the CQE may carry is recycled rather than lost.
     #[cold]
     #[inline(never)]
-    fn on_stale_cqe(&mut self, id: OpId, res: i32, flags: u32) {
+    fn on_unmatched_cqe(&mut self, user_data: u64, res: i32, flags: u32) {
+        let Some(id) = OpId::from_user_data(user_data) else {
+            trace_internal(user_data, res);
+            return;
+        };
         if !cqueue::more(flags) {
             self.reaped_final();
         }
@@ -276,10 +280,7 @@ impl Driver {
     }
 }
 
-/// Traces the CQE of an internal request. Out of line: the fields a trace records are
-/// taken by address, which would keep `on_cqe`'s values in memory on its hot path too.
-#[cold]
-#[inline(never)]
+/// Traces the CQE of an internal request.
 fn trace_internal(user_data: u64, res: i32) {
     tracing::trace!(user_data, res, "internal completion");
 }
