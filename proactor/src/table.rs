@@ -3,21 +3,36 @@
 //! `user_data` on the ring is `generation << 32 | index`. A stale completion (or a queued
 //! cancel) whose generation no longer matches its slot is recognised and ignored, so it can
 //! never hit a newer op that reused the slot. Generation 0 is never given to an op: user data
-//! with generation 0 marks the proactor's internal entries (cancel requests, wait timeouts),
-//! and a vacant slot has generation 0, so that the generation check alone tells whether an
-//! id names a live op. Internal entries also use indices the table never gives out
-//! ([`RESERVED_INDEX`] and up), so that a lookup of one fails its bounds check rather than
-//! find a vacant slot: the io_uring driver looks a CQE up before testing whether it is
+//! with generation 0 marks the proactor's internal entries (cancel requests, wait timeouts).
+//! An entry keeps its whole id, which a lookup compares in one go with the one it is given; a
+//! vacant slot keeps [`VACANT`], whose index no lookup that passes the bounds check has, so
+//! that this one comparison alone tells whether an id names a live op. Internal entries use
+//! indices the table never gives out ([`RESERVED_INDEX`] and up), so that a lookup of one
+//! fails its bounds check: the io_uring driver looks a CQE up before testing whether it is
 //! internal.
 
 use crate::op::{Nop, Op};
 
 /// Identifies one pushed op until its final completion is popped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OpId {
-    index: u32,
-    generation: u32,
+    /// `generation << 32 | index`: the ring's `user_data`, and what a table entry keeps, so
+    /// that a lookup compares one word.
+    bits: u64,
 }
+
+impl std::fmt::Debug for OpId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpId")
+            .field("index", &(self.bits as u32))
+            .field("generation", &self.generation())
+            .finish()
+    }
+}
+
+/// The id a vacant slot keeps: its index, `u32::MAX`, is beyond the table (as
+/// [`RESERVED_INDEX`]), so no id a lookup finds in bounds equals it.
+const VACANT: OpId = OpId { bits: u64::MAX };
 
 /// The first of the indices the table never gives out: internal `user_data` (generation 0)
 /// uses them, and [`OpId::NONE`] the last.
@@ -29,22 +44,29 @@ impl OpId {
     /// the table never reaches (`insert_with` refuses it): a lookup fails its bounds check
     /// instead of finding a vacant slot as if it were the op.
     pub(crate) const NONE: OpId = OpId {
-        index: u32::MAX,
-        generation: 0,
+        bits: u32::MAX as u64,
     };
 
+    fn new(index: u32, generation: u32) -> OpId {
+        OpId {
+            bits: (u64::from(generation) << 32) | u64::from(index),
+        }
+    }
+
+    fn generation(self) -> u32 {
+        (self.bits >> 32) as u32
+    }
+
     /// The value carried in the ring's `user_data`.
+    #[inline]
     pub(crate) fn user_data(self) -> u64 {
-        (u64::from(self.generation) << 32) | u64::from(self.index)
+        self.bits
     }
 
     /// The op a `user_data` names, or `None` for the proactor's internal entries.
     pub(crate) fn from_user_data(user_data: u64) -> Option<OpId> {
-        let generation = (user_data >> 32) as u32;
-        (generation != 0).then_some(OpId {
-            index: user_data as u32,
-            generation,
-        })
+        let id = OpId { bits: user_data };
+        (id.generation() != 0).then_some(id)
     }
 
     /// The id in a `user_data`, internal or not: for a lookup, which finds no entry for an
@@ -52,15 +74,13 @@ impl OpId {
     /// tells which it is.
     #[inline]
     pub(crate) fn from_user_data_any(user_data: u64) -> OpId {
-        OpId {
-            index: user_data as u32,
-            generation: (user_data >> 32) as u32,
-        }
+        OpId { bits: user_data }
     }
 
     /// The slot index, for backends that key per-op state by slot.
+    #[inline]
     pub(crate) fn index(self) -> usize {
-        self.index as usize
+        self.bits as u32 as usize
     }
 }
 
@@ -98,7 +118,8 @@ pub(crate) enum Stage {
 /// One op in flight.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    pub(crate) generation: u32,
+    /// The op's id ([`VACANT`] for a vacant slot).
+    pub(crate) id: OpId,
     /// The result of a [`OpState::Finished`] op (stale in other states: set when the op
     /// finishes, not reset when it restarts).
     pub(crate) result: i32,
@@ -115,7 +136,7 @@ pub(crate) struct Entry {
 ///
 /// Not a `slab::Slab`: its slots are an enum, vacant or occupied, so a lookup would test
 /// which before comparing generations, and lookups are per message. Here a vacant slot is
-/// an entry of generation 0 holding a [`Nop`], with the next free index in its `token`.
+/// an entry of id [`VACANT`] holding a [`Nop`], with the next free index in its `token`.
 #[derive(Debug)]
 pub(crate) struct OpTable {
     entries: Vec<Entry>,
@@ -144,7 +165,7 @@ impl Entry {
     /// A vacant slot, followed in the free list by `next`.
     fn vacant(next: usize) -> Entry {
         Entry {
-            generation: 0,
+            id: VACANT,
             result: 0,
             token: next as u64,
             state: OpState::Finished,
@@ -167,8 +188,9 @@ impl OpTable {
     pub(crate) fn insert_with(&mut self, op: Op, token: u64, quiet: bool) -> OpId {
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let generation = self.next_generation;
+        // The index is known only below; `VACANT` meanwhile, which `get` never finds.
         let entry = Entry {
-            generation,
+            id: VACANT,
             result: 0,
             token,
             state: OpState::Active,
@@ -176,16 +198,17 @@ impl OpTable {
             stage: Stage::Idle,
             op,
         };
-        let index = match self.entries.get_mut(self.free) {
+        let (index, slot) = match self.entries.get_mut(self.free) {
             Some(vacant) => {
                 let index = self.free;
                 self.free = vacant.token as usize;
                 *vacant = entry;
-                index
+                (index, vacant)
             }
             None => {
                 self.entries.push(entry);
-                self.entries.len() - 1
+                let index = self.entries.len() - 1;
+                (index, &mut self.entries[index])
             }
         };
         self.len += 1;
@@ -194,24 +217,22 @@ impl OpTable {
             .ok()
             .filter(|&index| index < RESERVED_INDEX)
             .unwrap_or_else(|| unreachable!("2^32 - 3 ops in flight"));
-        OpId { index, generation }
+        let id = OpId::new(index, generation);
+        slot.id = id;
+        id
     }
 
     /// The entry for `id`, unless it already completed.
     #[inline]
     pub(crate) fn get(&self, id: OpId) -> Option<&Entry> {
-        // Vacant slots have generation 0, which no id has.
-        self.entries
-            .get(id.index())
-            .filter(|e| e.generation == id.generation)
+        // Vacant slots keep `VACANT`, which no id in bounds is.
+        self.entries.get(id.index()).filter(|e| e.id == id)
     }
 
     /// The entry for `id`, unless it already completed.
     #[inline]
     pub(crate) fn get_mut(&mut self, id: OpId) -> Option<&mut Entry> {
-        self.entries
-            .get_mut(id.index())
-            .filter(|e| e.generation == id.generation)
+        self.entries.get_mut(id.index()).filter(|e| e.id == id)
     }
 
     /// Removes the entry for `id` (after its final completion).
@@ -238,12 +259,8 @@ impl OpTable {
     pub(crate) fn ids(&self) -> Vec<OpId> {
         self.entries
             .iter()
-            .enumerate()
-            .filter(|(_, e)| e.generation != 0)
-            .map(|(index, e)| OpId {
-                index: index as u32,
-                generation: e.generation,
-            })
+            .map(|e| e.id)
+            .filter(|&id| id != VACANT)
             .collect()
     }
 }
@@ -279,7 +296,7 @@ mod tests {
         let mut table = OpTable::default();
         let id = table.insert(Nop.into(), 1);
         assert!(table.remove(id).is_some());
-        // Slot 0 is vacant (generation 0, like `OpId::NONE`).
+        // Slot 0 is vacant.
         assert!(table.get(OpId::NONE).is_none());
         assert!(table.get_mut(OpId::NONE).is_none());
         assert!(table.remove(OpId::NONE).is_none());
