@@ -20,8 +20,8 @@
 //!
 //! # `user_data`
 //! Ops carry [`OpId::user_data`] (slot index plus a non-zero generation). The driver's own
-//! requests carry generation 0: [`CANCEL_USER_DATA`] and [`WAIT_USER_DATA`]; their CQEs are
-//! ignored.
+//! requests carry generation 0 and a slot index the table never gives out: [`CANCEL_USER_DATA`]
+//! and [`WAIT_USER_DATA`]; their CQEs, which no table lookup matches, are ignored.
 
 mod cancel;
 mod multishot;
