@@ -150,7 +150,7 @@ impl PoolInner {
         self.tail.get().wrapping_sub(self.in_ring(ring))
     }
 
-    /// Recomputes [`RingShared::publish_from`] after the depth or the number of spares
+    /// Recomputes [`PoolInner::publish_from`] after the depth or the number of spares
     /// changed.
     ///
     /// With `S` spares, the ring holds `count - u - S` buffers when `u` are held (less

@@ -30,7 +30,7 @@
 //! # Modules, one concept each
 //! - `event_loop`: the [`EventLoop`] type, calls, delayed calls, futures, exception handler.
 //! - `run`: the iteration, `run_forever`/`run_until_complete`/`stop`/`close`.
-//! - `runner`: [`run`], asyncio's `asyncio.run`.
+//! - `runner`: [`run()`](fn@run), asyncio's `asyncio.run`.
 //! - `handle`, `timer`, `clock`: scheduled callbacks, the timer heap, the loop clock.
 //! - `future`, `task`, `step`, `waker`, `sleep`: futures, tasks, the step context that
 //!   routes cancellation, task wakers, `sleep`.

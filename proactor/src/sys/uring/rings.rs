@@ -11,9 +11,10 @@
 //!   published (`Release`, which orders the SQE writes before it) by [`Sq::publish`], which
 //!   the driver calls before every `io_uring_enter`. Without `SQPOLL` the kernel reads the
 //!   SQ only inside `io_uring_enter`, so that is the only place it needs to be current.
-//! - **CQ.** [`Cq::pop`] reads CQEs between the cached head and the cached tail. Only when
-//!   that range is empty does it publish the head (`Release`: the kernel may reuse the slots
-//!   read) and read the kernel's tail again (`Acquire`: the CQEs before it are visible).
+//! - **CQ.** [`Cq::pop_in_run`] reads CQEs between the cached head and the cached tail. Only
+//!   when that range is empty does [`Cq::next_run`] publish the head (`Release`: the kernel
+//!   may reuse the slots read) and read the kernel's tail again (`Acquire`: the CQEs before
+//!   it are visible).
 //!   [`Cq::publish`] also runs before every enter, so the kernel never waits, or posts,
 //!   against slots it believes unread although they were consumed. (Completions a kernel
 //!   posts outside an enter, with neither `DEFER_TASKRUN` nor `COOP_TASKRUN`, may see a
