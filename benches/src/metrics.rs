@@ -201,8 +201,50 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Resident bytes one more connection costs, from `rss`: the readings before any connection
+/// and after each of the steps that opened `per_step[i]` more. The median of the steps'
+/// slopes, the first step's left out (it pays the one-off costs of the first connections):
+/// a one-off that lands in a later step (a pool deepening, a table's growth) moves one
+/// slope, not the figure. `None` without at least two later steps.
+pub(crate) fn per_connection_growth(rss: &[u64], per_step: &[usize]) -> Option<f64> {
+    let mut slopes: Vec<f64> = rss
+        .windows(2)
+        .zip(per_step)
+        .skip(1)
+        .filter(|(_, &n)| n > 0)
+        .map(|(w, &n)| w[1].saturating_sub(w[0]) as f64 / n as f64)
+        .collect();
+    if slopes.len() < 2 {
+        return None;
+    }
+    slopes.sort_by(f64::total_cmp);
+    let mid = slopes.len() / 2;
+    Some(if slopes.len() % 2 == 0 {
+        (slopes[mid - 1] + slopes[mid]) / 2.0
+    } else {
+        slopes[mid]
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_one_off_step_moves_one_slope_not_the_per_connection_figure() {
+        // 1,000 B per connection, a 270 KiB one-off in the fourth step, first-step extras.
+        let steps = [200; 5];
+        let mut rss = vec![10_000_000u64];
+        for (i, n) in steps.iter().enumerate() {
+            let one_off = match i {
+                0 => 500_000,
+                3 => 270 * 1024,
+                _ => 0,
+            };
+            rss.push(rss[i] + *n as u64 * 1_000 + one_off);
+        }
+        assert_eq!(super::per_connection_growth(&rss, &steps), Some(1_000.0));
+        assert_eq!(super::per_connection_growth(&rss[..3], &steps[..2]), None);
+    }
+
     use super::*;
 
     #[test]

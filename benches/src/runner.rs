@@ -14,7 +14,7 @@ use crate::contenders::http::{REQUEST, RESPONSE};
 use crate::contenders::Contender;
 use crate::floor::Floor;
 use crate::loadgen::LoadGen;
-use crate::metrics::{process_cpu_time, process_rss, us, Spread};
+use crate::metrics::{per_connection_growth, process_cpu_time, process_rss, us, Spread};
 use crate::micro::{MicroKind, MicroResult};
 use crate::report::Record;
 use crate::server::{spawn_pinned, ServerProcess};
@@ -398,21 +398,24 @@ fn count_syscalls(pid: u32, lg: &mut LoadGen, window: Duration) -> io::Result<Op
 /// What one idle round measured.
 #[derive(Clone, Copy, Debug)]
 struct IdleSample {
-    /// Resident bytes each further connection adds: the growth over the second half of the
-    /// connections, divided by their number.
+    /// Resident bytes each further connection adds: the median slope of the steps after the
+    /// first (see `measure_idle`).
     per_conn: f64,
-    /// Resident bytes the first half added beyond `per_conn` each: costs paid once, on the
-    /// first connections or the first burst (buffers touched, tables sized), not per
+    /// Resident bytes the whole growth holds beyond `per_conn` each: costs paid once, on the
+    /// first connections or the largest burst (buffers touched, tables sized), not per
     /// connection.
     fixed: f64,
     /// The whole growth divided by all connections (the figure before the split).
     overall: f64,
 }
 
-/// Resident memory per connection: VmRSS before, after the first half and after all of
-/// `conns` connections that each made one round trip and then stay idle. The second half,
-/// opened the same way as the first, prices one more connection; what the first half cost
-/// beyond that is reported as fixed.
+/// How many steps `measure_idle` opens its connections in.
+const IDLE_STEPS: usize = 5;
+
+/// Resident memory per connection: VmRSS before any connection and after each of
+/// [`IDLE_STEPS`] equal steps of `conns` connections that each made one round trip and then
+/// stay idle. One more connection costs the median slope of the steps after the first (see
+/// [`per_connection_growth`]); what the whole growth holds beyond that is reported as fixed.
 fn measure_idle(c: Contender, conns: usize) -> io::Result<IdleSample> {
     let (request, response_len) = traffic(Workload::Echo { conns, size: 64 });
     let server = ServerProcess::spawn(
@@ -422,30 +425,30 @@ fn measure_idle(c: Contender, conns: usize) -> io::Result<IdleSample> {
         Duration::from_secs(10),
     )?;
     std::thread::sleep(Duration::from_millis(50));
-    let before = process_rss(server.pid())?;
-    let first = conns / 2;
-    let open = |n: usize| {
-        LoadGen::connect(
+    let mut rss = vec![process_rss(server.pid())?];
+    let mut per_step = Vec::with_capacity(IDLE_STEPS);
+    let mut open = Vec::with_capacity(IDLE_STEPS);
+    for step in 0..IDLE_STEPS {
+        let n = conns * (step + 1) / IDLE_STEPS - conns * step / IDLE_STEPS;
+        open.push(LoadGen::connect(
             server.addr,
             n,
             request.clone(),
             response_len,
             connect_timeout(n),
-        )
-    };
-    let lg1 = open(first)?;
-    std::thread::sleep(Duration::from_millis(200));
-    let mid = process_rss(server.pid())?;
-    let lg2 = open(conns - first)?;
-    std::thread::sleep(Duration::from_millis(200));
-    let after = process_rss(server.pid())?;
-    drop((lg1, lg2));
-    let per_conn = after.saturating_sub(mid) as f64 / (conns - first).max(1) as f64;
-    let first_growth = mid.saturating_sub(before) as f64;
+        )?);
+        std::thread::sleep(Duration::from_millis(200));
+        rss.push(process_rss(server.pid())?);
+        per_step.push(n);
+    }
+    drop(open);
+    let growth = rss[IDLE_STEPS].saturating_sub(rss[0]) as f64;
+    let overall = growth / conns.max(1) as f64;
+    let per_conn = per_connection_growth(&rss, &per_step).unwrap_or(overall);
     Ok(IdleSample {
         per_conn,
-        fixed: first_growth - per_conn * first as f64,
-        overall: after.saturating_sub(before) as f64 / conns.max(1) as f64,
+        fixed: growth - per_conn * conns as f64,
+        overall,
     })
 }
 
