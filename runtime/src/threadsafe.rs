@@ -79,21 +79,18 @@ impl Shared {
     }
 
     /// Whether an item may be queued: `false` means [`drain_into`](Shared::drain_into)
-    /// would find nothing (a push this load misses woke the proactor, so the next
-    /// iteration sees it).
+    /// would find nothing. Most iterations find nothing, and the loop then skips the lock
+    /// (and its buffer swaps): a push that this load misses woke the proactor (it found the
+    /// queue empty), so the next iteration drains it.
     #[inline]
     pub(crate) fn has_pending(&self) -> bool {
         self.pending.load(Ordering::Acquire)
     }
 
     /// Moves everything queued into `out` (which the caller keeps empty between uses, so
-    /// the two vectors' allocations are recycled).
+    /// the two vectors' allocations are recycled). The caller asks
+    /// [`has_pending`](Shared::has_pending) first.
     pub(crate) fn drain_into(&self, out: &mut Vec<Remote>) {
-        // Most iterations find nothing: skip the lock then. A push that this load misses
-        // woke the proactor (it found the queue empty), so the next iteration drains it.
-        if !self.has_pending() {
-            return;
-        }
         let mut queue = self.queue.lock();
         std::mem::swap(&mut queue.items, out);
         self.pending.store(false, Ordering::Release);
