@@ -76,19 +76,34 @@ impl DeferredFlow {
 }
 
 /// The protocol slot of a transport: `None` once `connection_lost` took it.
-pub(crate) type ProtocolSlot<P> = RefCell<Option<Rc<RefCell<P>>>>;
+pub(crate) trait CurrentProtocol {
+    /// The kind of protocol the slot holds.
+    type Protocol: ?Sized;
+    /// The protocol the slot holds now (a new `Rc` of it).
+    fn current(&self) -> Option<Rc<RefCell<Self::Protocol>>>;
+}
+
+impl<P: ?Sized> CurrentProtocol for RefCell<Option<Rc<RefCell<P>>>> {
+    type Protocol = P;
+
+    fn current(&self) -> Option<Rc<RefCell<P>>> {
+        self.borrow().clone()
+    }
+}
 
 /// Tells the protocol in `slot` to pause or resume, now or (if it is busy) once its
 /// current method returns: the signal then waits in `deferred`, which the transport hands to
 /// [`deliver_deferred`] after every protocol call. A panic is reported to the loop's
 /// exception handler and the transport carries on (semantics 140).
-pub(crate) fn signal<P: WriteFlow + ?Sized>(
+pub(crate) fn signal<S: CurrentProtocol + ?Sized>(
     lp: &EventLoop,
-    slot: &ProtocolSlot<P>,
+    slot: &S,
     deferred: &DeferredFlow,
     signal: FlowSignal,
-) {
-    let Some(protocol) = slot.borrow().clone() else {
+) where
+    S::Protocol: WriteFlow,
+{
+    let Some(protocol) = slot.current() else {
         return;
     };
     let Ok(mut guard) = protocol.try_borrow_mut() else {
@@ -118,11 +133,13 @@ pub(crate) fn signal<P: WriteFlow + ?Sized>(
 }
 
 /// Delivers, in order, the signals that waited in `deferred` while the protocol was busy.
-pub(crate) fn deliver_deferred<P: WriteFlow + ?Sized>(
+pub(crate) fn deliver_deferred<S: CurrentProtocol + ?Sized>(
     lp: &EventLoop,
-    slot: &ProtocolSlot<P>,
+    slot: &S,
     deferred: &DeferredFlow,
-) {
+) where
+    S::Protocol: WriteFlow,
+{
     let signals = deferred.take();
     for flow in signals {
         signal(lp, slot, deferred, flow);

@@ -57,7 +57,8 @@
 //! # Not implemented yet
 //! - TLS: `ssl`/`server_hostname` are accepted by the option types and rejected with a clear
 //!   error until `ringloop-ssl` lands.
-#![forbid(unsafe_code)]
+// Denied rather than forbidden: `stream::slot` alone allows it, behind a safe interface.
+#![deny(unsafe_code)]
 
 mod address;
 mod connect;

@@ -430,3 +430,144 @@ fn reuse_address_by_default_reuse_port_on_request() {
     })
     .unwrap();
 }
+
+#[test]
+fn set_protocol_inside_data_received_keeps_the_old_protocol_until_it_returns() {
+    // The transport holds the only `Rc` of the first protocol: it lets go of it (and so
+    // drops it) only once the data_received that replaced it has returned, and the next
+    // data goes to the second protocol.
+    type Log = Rc<RefCell<Vec<String>>>;
+    struct First {
+        log: Log,
+        transport: Option<Transport>,
+        next: Option<ProtocolRef>,
+        switched: Option<ringloop_runtime::Future<()>>,
+    }
+    impl Drop for First {
+        fn drop(&mut self) {
+            self.log.borrow_mut().push("first dropped".into());
+        }
+    }
+    impl Protocol for First {
+        fn connection_made(&mut self, t: &Transport) {
+            self.transport = Some(t.clone());
+        }
+        fn data_received(&mut self, data: &[u8]) {
+            let got = format!("first got {}", String::from_utf8_lossy(data));
+            self.log.borrow_mut().push(got);
+            if let (Some(t), Some(next)) = (&self.transport, self.next.take()) {
+                t.set_protocol(next);
+            }
+            // Still alive: its fields are there to use.
+            self.log.borrow_mut().push("first returns".into());
+            if let Some(switched) = self.switched.take() {
+                let _ = switched.set_result(());
+            }
+        }
+    }
+    struct Second {
+        log: Log,
+        lost: Option<ringloop_runtime::Future<()>>,
+    }
+    impl Protocol for Second {
+        fn data_received(&mut self, data: &[u8]) {
+            let got = format!("second got {}", String::from_utf8_lossy(data));
+            self.log.borrow_mut().push(got);
+        }
+        fn connection_lost(&mut self, _e: Option<std::io::Error>) {
+            if let Some(lost) = self.lost.take() {
+                let _ = lost.set_result(());
+            }
+        }
+    }
+    let (lp, reports) = new_loop();
+    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let (port, peer) = peer(move |mut s| {
+        s.write_all(b"one").unwrap();
+        wait_go.recv().unwrap();
+        s.write_all(b"two").unwrap();
+    });
+    let log: Log = Rc::default();
+    let lp2 = lp.clone();
+    let log2 = log.clone();
+    run(&lp, 10, async move {
+        let lost = lp2.create_future::<()>();
+        let second = Second {
+            log: log2.clone(),
+            lost: Some(lost.clone()),
+        };
+        let switched = lp2.create_future::<()>();
+        let first = First {
+            log: log2,
+            transport: None,
+            next: Some(Rc::new(RefCell::new(second)) as ProtocolRef),
+            switched: Some(switched.clone()),
+        };
+        let (t, first) = connect(&lp2, port, first).await?;
+        drop(first);
+        switched.await?;
+        go.send(()).unwrap();
+        lost.await?;
+        assert!(t.get_protocol().is_none(), "released after connection_lost");
+        Ok::<_, LoopError>(())
+    })
+    .unwrap();
+    peer.join().unwrap();
+    assert_eq!(
+        *log.borrow(),
+        [
+            "first got one",
+            "first returns",
+            "first dropped",
+            "second got two"
+        ]
+    );
+    assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
+}
+
+#[test]
+fn an_over_aligned_protocol_gets_its_data() {
+    // The transport finds the protocol inside its `Rc<RefCell<..>>` once, for every later
+    // call: an alignment above the `Rc`'s own must not throw it off.
+    #[repr(align(128))]
+    struct Aligned(Recorder);
+    impl Protocol for Aligned {
+        fn connection_made(&mut self, t: &Transport) {
+            self.0.connection_made(t)
+        }
+        fn data_received(&mut self, data: &[u8]) {
+            assert_eq!(self as *const Aligned as usize % 128, 0);
+            self.0.data_received(data)
+        }
+        fn eof_received(&mut self) -> bool {
+            self.0.eof_received()
+        }
+        fn connection_lost(&mut self, e: Option<std::io::Error>) {
+            self.0.connection_lost(e)
+        }
+    }
+    let (lp, reports) = new_loop();
+    let (port, peer) = peer(move |mut s| {
+        s.write_all(b"aligned").unwrap();
+    });
+    let lp2 = lp.clone();
+    run(&lp, 10, async move {
+        let (proto, lost) = recorder(&lp2);
+        let (_t, p) = connect(&lp2, port, Aligned(proto)).await?;
+        lost.await?;
+        assert_eq!(p.borrow().0.data(), b"aligned");
+        assert_eq!(
+            p.borrow().0.shape(),
+            vec![
+                Event::Made,
+                Event::Data(b"aligned".to_vec()),
+                Event::Eof,
+                Event::Lost(None)
+            ]
+        );
+        Ok::<_, LoopError>(())
+    })
+    .unwrap();
+    peer.join().unwrap();
+    assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
+}

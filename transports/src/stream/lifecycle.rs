@@ -44,13 +44,7 @@ impl StreamInner {
             self.protocol_next.borrow().is_none(),
             "a protocol waits to be installed"
         );
-        let outcome = {
-            // Borrowed for the call instead of cloning the `Rc` (once per chunk): the slot
-            // cannot drop the protocol while it runs; a `set_protocol` meanwhile waits.
-            let slot = self.protocol.try_borrow().ok()?;
-            let mut guard = slot.as_ref()?.try_borrow_mut().ok()?;
-            catch_unwind(AssertUnwindSafe(|| f(&mut *guard)))
-        };
+        let outcome = self.protocol.call(f)?;
         match outcome {
             Ok(value) => {
                 if !self.deferred_flow.is_empty() {
@@ -70,14 +64,17 @@ impl StreamInner {
     /// the per-chunk one comes here first.
     #[inline]
     pub(crate) fn install_next_protocol(&self) {
-        let Ok(mut slot) = self.protocol.try_borrow_mut() else {
-            return;
-        };
         let Some(next) = self.protocol_next.borrow_mut().take() else {
             return;
         };
-        let old = slot.replace(next);
-        drop(slot);
+        let old = match self.protocol.replace(Some(next)) {
+            Ok(old) => old,
+            // A protocol method still runs: the slot keeps its protocol until it returns.
+            Err(next) => {
+                *self.protocol_next.borrow_mut() = next;
+                return;
+            }
+        };
         self.protocol_is_buffered.set(None);
         self.refresh_read_gate();
         // Dropped last: a protocol's `Drop` may call back into the transport.
@@ -112,7 +109,7 @@ impl StreamInner {
         }
         self.phase.set(Phase::Open);
         self.install_next_protocol();
-        let protocol = self.protocol.borrow().clone();
+        let protocol = self.protocol.get();
         if let Some(protocol) = protocol {
             self.call_once(&protocol, "connection_made", |p| {
                 p.connection_made(transport)
@@ -225,7 +222,8 @@ impl StreamInner {
     fn call_connection_lost(&self) {
         let error = self.lost_error.borrow_mut().take();
         self.install_next_protocol();
-        let protocol = self.protocol.borrow_mut().take();
+        // A callback of its own: no protocol method runs, so the slot lets go.
+        let protocol = self.protocol.replace(None).ok().flatten();
         if let Some(protocol) = protocol {
             self.call_once(&protocol, "connection_lost", |p| p.connection_lost(error));
             drop(protocol);

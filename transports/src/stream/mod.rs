@@ -23,6 +23,7 @@
 
 mod lifecycle;
 mod read;
+mod slot;
 mod write;
 
 use std::cell::{Cell, RefCell};
@@ -41,6 +42,7 @@ use crate::flow::{FlowControl, InvalidLimits};
 use crate::flow_signal::DeferredFlow;
 use crate::flush::FlushList;
 use crate::protocol::Protocol;
+use slot::ProtocolSlot;
 
 /// A protocol as a transport holds it.
 pub type ProtocolRef = Rc<RefCell<dyn Protocol>>;
@@ -121,11 +123,11 @@ pub(crate) struct StreamInner {
     /// Owns the fd until teardown closes it through the proactor.
     pub(crate) fd: RefCell<Option<OwnedFd>>,
     pub(crate) raw_fd: Cell<RawFd>,
-    /// The protocol. A protocol method runs with this slot borrowed (shared), so the
-    /// per-chunk call needs no `Rc` clone; `set_protocol` from inside such a method
-    /// therefore leaves its protocol in `protocol_next`.
-    pub(crate) protocol: RefCell<Option<ProtocolRef>>,
-    /// A `set_protocol` made while the slot was borrowed: installed by
+    /// The protocol. The slot keeps it while one of its methods runs through
+    /// `call_protocol` (the per-chunk call holds no `Rc` of it), so `set_protocol` from
+    /// inside such a method leaves its protocol in `protocol_next`.
+    pub(crate) protocol: ProtocolSlot<dyn Protocol>,
+    /// A `set_protocol` made while a protocol method ran: installed by
     /// `install_next_protocol` before the protocol is next called. Never set while the read
     /// gate is open (`set_protocol` closes it), so the per-chunk path need not look here.
     pub(crate) protocol_next: RefCell<Option<ProtocolRef>>,
@@ -248,7 +250,7 @@ impl Transport {
             token: Cell::new(None),
             fd: RefCell::new(Some(fd)),
             raw_fd: Cell::new(raw_fd),
-            protocol: RefCell::new(Some(protocol)),
+            protocol: ProtocolSlot::new(Some(protocol)),
             protocol_next: RefCell::new(None),
             protocol_is_buffered: Cell::new(None),
             phase: Cell::new(Phase::Starting),
@@ -452,13 +454,13 @@ impl Transport {
     /// the same method) wait for it and then go to `protocol`.
     pub fn set_protocol(&self, protocol: ProtocolRef) {
         let inner = &self.inner;
-        let old = match inner.protocol.try_borrow_mut() {
-            Ok(mut slot) => {
+        let old = match inner.protocol.replace(Some(protocol)) {
+            Ok(old) => {
                 let superseded = inner.protocol_next.borrow_mut().take();
-                (slot.replace(protocol), superseded)
+                (old, superseded)
             }
             // A protocol method is running: the slot must keep the protocol it runs on.
-            Err(_) => (inner.protocol_next.borrow_mut().replace(protocol), None),
+            Err(protocol) => (inner.protocol_next.replace(protocol), None),
         };
         inner.protocol_is_buffered.set(None);
         inner.refresh_read_gate();
@@ -470,7 +472,7 @@ impl Transport {
     /// then, so the protocol and transport do not keep each other alive).
     pub fn get_protocol(&self) -> Option<ProtocolRef> {
         let next = self.inner.protocol_next.borrow().clone();
-        next.or_else(|| self.inner.protocol.borrow().clone())
+        next.or_else(|| self.inner.protocol.get())
     }
 
     /// The loop this transport runs on.
@@ -568,13 +570,9 @@ impl crate::registry::Abandon for StreamInner {
         self.phase.set(Phase::Lost);
         let next = self.protocol_next.borrow_mut().take();
         drop(next);
-        // The slot is borrowed only while a protocol method runs; a loop does not close
-        // from inside one (`close()` refuses while it runs).
-        let protocol = self
-            .protocol
-            .try_borrow_mut()
-            .ok()
-            .and_then(|mut p| p.take());
+        // The slot keeps its protocol only while a protocol method runs; a loop does not
+        // close from inside one (`close()` refuses while it runs).
+        let protocol = self.protocol.replace(None).ok().flatten();
         drop(protocol);
         let on_lost = self.on_lost.borrow_mut().take();
         drop(on_lost);

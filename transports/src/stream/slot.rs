@@ -1,0 +1,140 @@
+//! The protocol slot of a stream transport, with a protocol call that costs a few
+//! instructions (one per received chunk).
+//!
+//! The slot holds the protocol as an `Rc<RefCell<dyn Protocol>>`. Reaching the protocol
+//! through it finds the `RefCell` inside the `Rc`, and the value inside the `RefCell`, from
+//! the alignment in the vtable, at run time, on every call. The slot finds both places once,
+//! when it takes a protocol, and a call uses them. They stay valid while the slot holds that
+//! protocol's `Rc`, so the slot does not let go of it while a call runs: a `replace` meanwhile
+//! is refused (the transport then leaves the new protocol in `protocol_next`).
+//!
+//! The transports crate keeps its unsafe code here, behind this safe interface: the
+//! fields are private, so the places and the `Rc` change only together, and never during a
+//! call.
+#![allow(unsafe_code)]
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::rc::Rc;
+
+use crate::flow_signal::CurrentProtocol;
+
+/// A protocol as a transport holds it.
+type Shared<P> = Rc<RefCell<P>>;
+
+/// A transport's protocol (or none, once `connection_lost` took it), and where to call it.
+pub(crate) struct ProtocolSlot<P: ?Sized> {
+    protocol: Cell<Option<Shared<P>>>,
+    /// The places of the protocol in `protocol`: `Some` exactly while `protocol` is.
+    places: Cell<Option<Places<P>>>,
+    /// Whether [`call`](ProtocolSlot::call) runs a method of the protocol. It holds no
+    /// `Rc` of its own: `protocol` keeps the protocol alive, so it must stay until the call
+    /// returns.
+    calling: Cell<bool>,
+}
+
+/// Where a protocol the slot holds lies.
+struct Places<P: ?Sized> {
+    /// The protocol's `RefCell`: its borrow flag guards a call.
+    cell: NonNull<RefCell<P>>,
+    /// The protocol inside it (`RefCell::as_ptr`).
+    value: NonNull<P>,
+}
+
+impl<P: ?Sized> Clone for Places<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P: ?Sized> Copy for Places<P> {}
+
+impl<P: ?Sized> Places<P> {
+    /// The places of `protocol`. Valid while an `Rc` of it lives.
+    fn of(protocol: &Shared<P>) -> Places<P> {
+        let cell = Rc::as_ptr(protocol).cast_mut();
+        // SAFETY: `cell` points to the value of the live `Rc` `protocol`, so it is valid
+        // for this read; `RefCell::as_ptr` borrows nothing, it only says where the value
+        // lies inside. Neither pointer is null: both point into the `Rc`'s allocation.
+        unsafe {
+            let value = (*cell).as_ptr();
+            Places {
+                cell: NonNull::new_unchecked(cell),
+                value: NonNull::new_unchecked(value),
+            }
+        }
+    }
+}
+
+impl<P: ?Sized> ProtocolSlot<P> {
+    /// A slot holding `protocol`.
+    pub(crate) fn new(protocol: Option<Shared<P>>) -> Self {
+        ProtocolSlot {
+            places: Cell::new(protocol.as_ref().map(Places::of)),
+            protocol: Cell::new(protocol),
+            calling: Cell::new(false),
+        }
+    }
+
+    /// The protocol (a new `Rc` of it).
+    pub(crate) fn get(&self) -> Option<Shared<P>> {
+        let protocol = self.protocol.take();
+        let clone = protocol.clone();
+        self.protocol.set(protocol);
+        clone
+    }
+
+    /// Puts `protocol` in the slot and gives back the one it held; `Err(protocol)`, the slot
+    /// untouched, while a [`call`](ProtocolSlot::call) runs (its protocol must stay).
+    pub(crate) fn replace(
+        &self,
+        protocol: Option<Shared<P>>,
+    ) -> Result<Option<Shared<P>>, Option<Shared<P>>> {
+        if self.calling.get() {
+            return Err(protocol);
+        }
+        self.places.set(protocol.as_ref().map(Places::of));
+        Ok(self.protocol.replace(protocol))
+    }
+
+    /// Runs `f` on the protocol, catching a panic (`Some(Err(payload))`). `None`, with `f`
+    /// not run, when the slot is empty or the protocol is busy (its `RefCell` borrowed: one
+    /// of its methods runs).
+    ///
+    /// Always inlined: it runs once per chunk, and it is a handful of instructions.
+    #[inline(always)]
+    pub(crate) fn call<R>(
+        &self,
+        f: impl FnOnce(&mut P) -> R,
+    ) -> Option<Result<R, Box<dyn Any + Send>>> {
+        let places = self.places.get()?;
+        // SAFETY: `places` are those of the protocol in `protocol` (`new` and `replace`
+        // set both together), whose `Rc` keeps it alive. It stays there until this call
+        // returns: `calling` is set below, before anything else runs, and `replace`, the
+        // only other way to change `protocol`, refuses while it is. (A `call` from inside
+        // `f` finds the same `cell` borrowed and returns at the next line.)
+        let cell = unsafe { places.cell.as_ref() };
+        let guard = cell.try_borrow_mut().ok()?;
+        self.calling.set(true);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: `value` is `cell.as_ptr()`, alive as `cell` is (above), and `guard`,
+            // the cell's mutable borrow, makes this the only reference to it until the
+            // guard drops, after the call.
+            let protocol = unsafe { &mut *places.value.as_ptr() };
+            f(protocol)
+        }));
+        self.calling.set(false);
+        drop(guard);
+        Some(outcome)
+    }
+}
+
+impl<P: ?Sized> CurrentProtocol for ProtocolSlot<P> {
+    type Protocol = P;
+
+    fn current(&self) -> Option<Shared<P>> {
+        self.get()
+    }
+}
