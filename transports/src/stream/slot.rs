@@ -138,3 +138,81 @@ impl<P: ?Sized> CurrentProtocol for ProtocolSlot<P> {
         self.get()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    trait Named {
+        fn name(&self) -> &'static str;
+    }
+
+    struct A(&'static str);
+
+    impl Named for A {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+    }
+
+    fn shared(name: &'static str) -> Rc<RefCell<dyn Named>> {
+        Rc::new(RefCell::new(A(name)))
+    }
+
+    #[test]
+    fn a_call_reaches_the_protocol_held_now() {
+        let slot = ProtocolSlot::new(Some(shared("first")));
+        assert_eq!(slot.call(|p| p.name()).map(|r| r.ok()), Some(Some("first")));
+        let old = slot.replace(Some(shared("second"))).ok().flatten();
+        assert_eq!(old.map(|p| p.borrow().name()), Some("first"));
+        assert_eq!(
+            slot.call(|p| p.name()).map(|r| r.ok()),
+            Some(Some("second"))
+        );
+        assert!(slot.replace(None).is_ok());
+        assert!(
+            slot.call(|p| p.name()).is_none(),
+            "an empty slot calls nothing"
+        );
+    }
+
+    #[test]
+    fn the_slot_keeps_its_protocol_while_a_call_runs() {
+        let slot = ProtocolSlot::new(Some(shared("first")));
+        let outcome = slot.call(|p| {
+            // Refused: the running call reaches its protocol through the slot's `Rc`.
+            let refused = slot.replace(Some(shared("second")));
+            assert!(matches!(&refused, Err(Some(_))));
+            // A nested call finds the protocol busy.
+            assert!(slot.call(|q| q.name()).is_none());
+            // Its `Rc` can still be had, and is borrowed.
+            let rc = slot.get().map(|rc| rc.try_borrow().is_err());
+            assert_eq!(rc, Some(true));
+            p.name()
+        });
+        assert_eq!(outcome.map(|r| r.ok()), Some(Some("first")));
+        // Done: the slot lets go again.
+        let old = slot.replace(Some(shared("second"))).ok().flatten();
+        assert_eq!(old.map(|p| p.borrow().name()), Some("first"));
+    }
+
+    #[test]
+    fn a_panic_is_caught_and_leaves_the_slot_usable() {
+        let slot = ProtocolSlot::new(Some(shared("first")));
+        let outcome = slot.call(|_| -> () { panic!("boom") });
+        assert!(matches!(outcome, Some(Err(_))));
+        // The protocol is no longer borrowed, nor the slot locked.
+        assert_eq!(slot.call(|p| p.name()).map(|r| r.ok()), Some(Some("first")));
+        assert!(slot.replace(None).is_ok());
+    }
+
+    #[test]
+    fn an_outside_borrow_makes_the_protocol_busy() {
+        let protocol = shared("first");
+        let slot = ProtocolSlot::new(Some(protocol.clone()));
+        let held = protocol.borrow();
+        assert!(slot.call(|p| p.name()).is_none());
+        drop(held);
+        assert!(slot.call(|p| p.name()).is_some());
+    }
+}
