@@ -3,7 +3,8 @@
 
 use std::rc::Rc;
 
-use ringloop_proactor::{op, Completion, Op};
+use ringloop_proactor::{op, Completion, Op, OpId};
+use ringloop_runtime::Resends;
 
 use super::{StreamInner, StreamKind};
 use crate::error::TransportError;
@@ -108,7 +109,7 @@ impl StreamInner {
         // Through the loop's flush rather than `Flush::flush` directly: the flush inlines
         // the per-message send, which a second caller would cost it.
         self.list_for_flush();
-        self.flush_list.flush_all();
+        self.flush_list.flush_all(&self.lp);
         let mut flow = self.flow.get();
         if flow.after_grow(self.buffered()) != FlowSignal::None {
             self.pause_after_settling();
@@ -126,16 +127,13 @@ impl StreamInner {
     }
 
     /// The steady-state flush: the quiet send that finished is started again, in place,
-    /// with the queued bytes (`EventLoop::resend_op`). `false` when this does not apply
-    /// (then the caller settles and submits as usual).
-    #[inline]
-    fn resend_quietly(&self) -> bool {
-        let Some(id) = self.write_op.get() else {
+    /// with the queued bytes, by `resend` (`EventLoop::resend_op` or `Resends::resend`).
+    /// `false` when this does not apply (then the caller settles and submits as usual).
+    #[inline(always)]
+    fn resend_quietly(&self, resend: impl FnOnce(OpId, &mut Vec<u8>) -> bool) -> bool {
+        let Some(id) = self.quiet_op.get() else {
             return false;
         };
-        if !self.write_quiet.get() {
-            return false;
-        }
         // A send is quiet only while nobody waits for its outcome: `close()`, `abort()`,
         // `write_eof()` and pausing the protocol all settle it first (which makes it loud),
         // so none of them needs checking here. (Abandoning at loop close does not settle,
@@ -147,13 +145,13 @@ impl StreamInner {
                 && !self.flow.get().is_paused(),
             "a quiet send outlived what settles it"
         );
-        // No protocol code runs inside `resend_op`: the borrow cannot be re-entered.
+        // No protocol code runs inside `resend`: the borrow cannot be re-entered.
         let mut wbuf = self.wbuf.borrow_mut();
         if wbuf.is_empty() {
             return false;
         }
         let len = wbuf.len();
-        if self.lp.resend_op(id, &mut wbuf) {
+        if resend(id, &mut wbuf) {
             self.in_flight.set(len);
             // The sent buffer, now in `wbuf`, emptied, is the next write buffer (the two
             // alternate).
@@ -164,19 +162,43 @@ impl StreamInner {
             }
         } else {
             // Still in flight (now loud): its completion submits these bytes.
-            self.write_quiet.set(false);
+            self.quiet_op.set(None);
         }
         true
+    }
+
+    /// The per-message flush, under the loop's flush's borrow of the proactor: `true` if
+    /// the quiet send was resent (or made loud). If not, [`finish_flush`] must follow,
+    /// without the borrow.
+    ///
+    /// [`finish_flush`]: StreamInner::finish_flush
+    #[inline(always)]
+    pub(crate) fn flush_under(&self, resends: &mut Resends<'_>) -> bool {
+        self.listed.set(false);
+        self.resend_quietly(|id, buf| resends.resend(id, buf))
+    }
+
+    /// The flush when [`flush_under`](StreamInner::flush_under) did not resend: settle and
+    /// submit as usual, then deliver waiting flow signals. Out of line, so that the
+    /// per-message flush keeps its registers for the resend.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn finish_flush(&self) {
+        self.settle_write();
+        self.submit_write();
+        if !self.deferred_flow.is_empty() {
+            self.deliver_deferred_flow();
+        }
     }
 
     /// Takes back a quiet send: processes it if it finished unreported; if it is still in
     /// flight, it is made loud, and its completion will be handled as usual.
     #[inline]
     pub(crate) fn settle_write(&self) {
-        if !self.write_quiet.replace(false) {
+        let Some(id) = self.quiet_op.take() else {
             return;
-        }
-        let Some(buf) = self.write_op.get().and_then(|id| self.lp.reclaim_buf(id)) else {
+        };
+        let Some(buf) = self.lp.reclaim_buf(id) else {
             return;
         };
         // It sent everything; quiet sends are only made while the protocol is not paused,
@@ -257,7 +279,7 @@ impl StreamInner {
         match submitted {
             Ok(id) => {
                 self.write_op.set(Some(id));
-                self.write_quiet.set(quiet);
+                self.quiet_op.set(quiet.then_some(id));
             }
             Err(_) => self.in_flight.set(0),
         }
@@ -267,7 +289,7 @@ impl StreamInner {
     #[inline]
     pub(crate) fn write_completed(&self, completion: &mut Completion) {
         self.write_op.set(None);
-        self.write_quiet.set(false);
+        self.quiet_op.set(None);
         let (buf, start) = match completion.op.take() {
             Some(Op::Send(send)) => (send.buf, send.start),
             Some(Op::Write(write)) => (write.buf, write.start),
@@ -448,14 +470,12 @@ impl StreamInner {
 }
 
 impl Flush for StreamInner {
-    #[inline]
+    /// The flush of a closed loop's stream (see `FlushList::flush_all`).
     fn flush(&self) {
         self.listed.set(false);
-        if !self.resend_quietly() {
-            self.settle_write();
-            self.submit_write();
-        }
-        if !self.deferred_flow.is_empty() {
+        if !self.resend_quietly(|id, buf| self.lp.resend_op(id, buf)) {
+            self.finish_flush();
+        } else if !self.deferred_flow.is_empty() {
             self.deliver_deferred_flow();
         }
     }
