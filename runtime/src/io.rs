@@ -258,7 +258,7 @@ impl EventLoop {
     /// buffer, all of it sent, in `buf`. `false`, with `buf` untouched, if `id` is not a
     /// finished quiet send or write (one still in flight becomes loud), or the loop is
     /// closed.
-    #[inline]
+    #[inline(always)]
     pub fn resend_op(&self, id: OpId, buf: &mut Vec<u8>) -> bool {
         match self.inner.proactor.borrow_open() {
             Some(mut proactor) => proactor.resend(id, buf),

@@ -105,11 +105,20 @@ impl StreamInner {
         if data.is_empty() {
             return Ok(());
         }
-        self.wbuf.borrow_mut().extend_from_slice(data);
-        // Through the loop's flush rather than `Flush::flush` directly: the flush inlines
-        // the per-message send, which a second caller would cost it.
-        self.list_for_flush();
-        self.flush_list.flush_all(&self.lp);
+        // Sent now, without the loop's flush list (a write-through transport is never on
+        // it): listing it, walking the list and the list's datagram check cost about 30
+        // instructions per message. Appended and resent under one borrow of the buffer.
+        // No protocol code runs inside `resend_op`: the borrow cannot be re-entered.
+        let resent = {
+            let mut wbuf = self.wbuf.borrow_mut();
+            wbuf.extend_from_slice(data);
+            self.resend_quietly(&mut wbuf, |id, buf| self.lp.resend_op(id, buf))
+        };
+        if !resent {
+            self.finish_flush();
+        } else if !self.deferred_flow.is_empty() {
+            self.deliver_deferred_flow();
+        }
         let mut flow = self.flow.get();
         if flow.after_grow(self.buffered()) != FlowSignal::None {
             self.pause_after_settling();
@@ -127,10 +136,15 @@ impl StreamInner {
     }
 
     /// The steady-state flush: the quiet send that finished is started again, in place,
-    /// with the queued bytes, by `resend` (`EventLoop::resend_op` or `Resends::resend`).
-    /// `false` when this does not apply (then the caller settles and submits as usual).
+    /// with the queued bytes, `wbuf` (the caller's borrow of the write buffer), by
+    /// `resend` (`EventLoop::resend_op` or `Resends::resend`). `false` when this does not
+    /// apply (then the caller settles and submits as usual, once it dropped the borrow).
     #[inline(always)]
-    fn resend_quietly(&self, resend: impl FnOnce(OpId, &mut Vec<u8>) -> bool) -> bool {
+    fn resend_quietly(
+        &self,
+        wbuf: &mut Vec<u8>,
+        resend: impl FnOnce(OpId, &mut Vec<u8>) -> bool,
+    ) -> bool {
         let Some(id) = self.quiet_op.get() else {
             return false;
         };
@@ -145,13 +159,11 @@ impl StreamInner {
                 && !self.flow.get().is_paused(),
             "a quiet send outlived what settles it"
         );
-        // No protocol code runs inside `resend`: the borrow cannot be re-entered.
-        let mut wbuf = self.wbuf.borrow_mut();
         if wbuf.is_empty() {
             return false;
         }
         let len = wbuf.len();
-        if resend(id, &mut wbuf) {
+        if resend(id, wbuf) {
             self.in_flight.set(len);
             // The sent buffer, now in `wbuf`, emptied, is the next write buffer (the two
             // alternate).
@@ -175,7 +187,9 @@ impl StreamInner {
     #[inline(always)]
     pub(crate) fn flush_under(&self, resends: &mut Resends<'_>) -> bool {
         self.listed.set(false);
-        self.resend_quietly(|id, buf| resends.resend(id, buf))
+        // No protocol code runs inside `resend`: the borrow cannot be re-entered.
+        let mut wbuf = self.wbuf.borrow_mut();
+        self.resend_quietly(&mut wbuf, |id, buf| resends.resend(id, buf))
     }
 
     /// The flush when [`flush_under`](StreamInner::flush_under) did not resend: settle and
@@ -473,7 +487,13 @@ impl Flush for StreamInner {
     /// The flush of a closed loop's stream (see `FlushList::flush_all`).
     fn flush(&self) {
         self.listed.set(false);
-        if !self.resend_quietly(|id, buf| self.lp.resend_op(id, buf)) {
+        // Not `write_slowly`'s code: its send, with a second caller, would not be inlined
+        // there.
+        let resent = {
+            let mut wbuf = self.wbuf.borrow_mut();
+            self.resend_quietly(&mut wbuf, |id, buf| self.lp.resend_op(id, buf))
+        };
+        if !resent {
             self.finish_flush();
         } else if !self.deferred_flow.is_empty() {
             self.deliver_deferred_flow();
