@@ -127,8 +127,9 @@ impl FlushList {
     /// Flushes every listed item. Items listed while flushing wait for the next round.
     ///
     /// The streams' resends share one borrow of the proactor, given back (and taken again)
-    /// around whatever may run other code: a flush that does not resend, flow signals,
-    /// and dropping the last reference to a stream.
+    /// around whatever may run other code: a flush that does not resend (which delivers
+    /// waiting flow signals too: none waits while a send is quiet), and dropping what may
+    /// be the last reference to a stream.
     pub(crate) fn flush_all(&self, lp: &EventLoop) {
         let mut next = self.streams.take();
         'batches: while next.is_some() {
@@ -152,12 +153,8 @@ impl FlushList {
                     next = ManuallyDrop::into_inner(below);
                     continue 'batches;
                 }
-                if !stream.deferred_flow.is_empty() {
-                    drop(resends);
-                    deliver_deferred_flow(ManuallyDrop::into_inner(stream));
-                    next = ManuallyDrop::into_inner(below);
-                    continue 'batches;
-                }
+                // No flow signal waits: no send is quiet while one does.
+                debug_assert!(stream.deferred_flow.is_empty());
                 let stream = ManuallyDrop::into_inner(stream);
                 // A stream with a quiet send is open, so registered with the loop, which
                 // holds another reference: this drop, under the borrow, is not the last.
@@ -176,13 +173,6 @@ impl FlushList {
 #[inline(never)]
 fn finish_flush(stream: Rc<StreamInner>) {
     stream.finish_flush();
-}
-
-/// Flow signals that wait after a resend, delivered without the proactor's borrow.
-#[cold]
-#[inline(never)]
-fn deliver_deferred_flow(stream: Rc<StreamInner>) {
-    stream.deliver_deferred_flow();
 }
 
 impl Drop for FlushList {

@@ -116,8 +116,9 @@ impl StreamInner {
         };
         if !resent {
             self.finish_flush();
-        } else if !self.deferred_flow.is_empty() {
-            self.deliver_deferred_flow();
+        } else {
+            // No flow signal waits: no send is quiet while one does.
+            debug_assert!(self.deferred_flow.is_empty());
         }
         let mut flow = self.flow.get();
         if flow.after_grow(self.buffered()) != FlowSignal::None {
@@ -159,9 +160,11 @@ impl StreamInner {
                 && !self.flow.get().is_paused(),
             "a quiet send outlived what settles it"
         );
-        if wbuf.is_empty() {
-            return false;
-        }
+        // An empty buffer is not tested for. It is reachable only once the write that
+        // listed the transport was submitted, by a loud send's completion, as a new quiet
+        // send: still in flight at the flush (its SQE goes in with the next poll), so
+        // `resend` makes it loud, as settling it would; or, if a CQ overflow's enter
+        // submitted it early and it finished, resent empty, which sends nothing.
         let len = wbuf.len();
         if resend(id, wbuf) {
             self.in_flight.set(len);
@@ -282,8 +285,12 @@ impl StreamInner {
         let fd = self.raw_fd.get();
         // Quiet unless someone waits for the outcome: a paused protocol (to resume it),
         // a close or write_eof (to finish). They reclaim or wait for a loud send.
-        let quiet =
-            !self.closing.get() && !self.eof_requested.get() && !self.flow.get().is_paused();
+        // Nor while flow signals wait: the per-message resend, only of quiet sends, then
+        // need not check for them (see `signal_flow`).
+        let quiet = !self.closing.get()
+            && !self.eof_requested.get()
+            && !self.flow.get().is_paused()
+            && self.deferred_flow.is_empty();
         let submitted = match (self.kind, quiet) {
             (StreamKind::Socket, true) => self.lp.submit_quiet(op::Send::new(fd, data), token),
             (StreamKind::Socket, false) => self.lp.submit(op::Send::new(fd, data), token),
@@ -438,9 +445,14 @@ impl StreamInner {
 
     /// Tells the protocol to pause or resume, now or (if it is busy) right after its current
     /// method returns. A panic is reported and the transport carries on (semantics 140).
+    ///
+    /// A signal left waiting settles the quiet send: no send is quiet while signals wait.
     fn signal_flow(&self, signal: FlowSignal) {
         self.install_next_protocol();
         flow_signal::signal(&self.lp, &self.protocol, &self.deferred_flow, signal);
+        if !self.deferred_flow.is_empty() {
+            self.settle_write();
+        }
     }
 
     /// Delivers flow signals raised while the protocol was busy. Rare, and out of line so
@@ -450,6 +462,10 @@ impl StreamInner {
     pub(crate) fn deliver_deferred_flow(&self) {
         self.install_next_protocol();
         flow_signal::deliver_deferred(&self.lp, &self.protocol, &self.deferred_flow);
+        // As in `signal_flow`: no send is quiet while signals wait.
+        if !self.deferred_flow.is_empty() {
+            self.settle_write();
+        }
     }
 
     /// The write pipe's watch for its reader going away (semantics 171).
