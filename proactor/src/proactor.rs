@@ -234,7 +234,7 @@ impl Proactor {
     ///
     /// `false`, with `buf` untouched, if `id` is not a finished quiet send or write to the
     /// current position; an op still in flight becomes loud then, as with `reclaim`.
-    #[inline]
+    #[inline(always)]
     pub fn resend(&mut self, id: OpId, buf: &mut Vec<u8>) -> bool {
         let Some(entry) = self.table.get_mut(id) else {
             return false;

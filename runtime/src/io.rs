@@ -25,6 +25,27 @@ use crate::error::LoopError;
 use crate::event_loop::EventLoop;
 use crate::exception::ExceptionContext;
 use crate::future::Future;
+use crate::proactor_cell::ProactorMut;
+
+/// The loop's proactor, lent by [`EventLoop::resends`] for a run of resends (a loop's
+/// per-iteration flush of its transports' writes).
+pub struct Resends<'a> {
+    proactor: ProactorMut<'a>,
+}
+
+impl Resends<'_> {
+    /// [`EventLoop::resend_op`] under this borrow.
+    #[inline]
+    pub fn resend(&mut self, id: OpId, buf: &mut Vec<u8>) -> bool {
+        self.proactor.resend(id, buf)
+    }
+}
+
+impl fmt::Debug for Resends<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resends").finish_non_exhaustive()
+    }
+}
 
 /// Receives the completions of the ops submitted with its token.
 pub trait IoHandler {
@@ -237,12 +258,25 @@ impl EventLoop {
     /// buffer, all of it sent, in `buf`. `false`, with `buf` untouched, if `id` is not a
     /// finished quiet send or write (one still in flight becomes loud), or the loop is
     /// closed.
-    #[inline]
+    #[inline(always)]
     pub fn resend_op(&self, id: OpId, buf: &mut Vec<u8>) -> bool {
         match self.inner.proactor.borrow_open() {
             Some(mut proactor) => proactor.resend(id, buf),
             None => false,
         }
+    }
+
+    /// Lends the loop's proactor for a run of [`resend`](Resends::resend)s: one borrow
+    /// for many, where [`resend_op`](EventLoop::resend_op) takes one per send. `None` if
+    /// the loop is closed.
+    ///
+    /// While the returned value lives, the proactor is borrowed: any other loop operation
+    /// that uses it (submitting, reclaiming or cancelling an op, polling) panics, as a
+    /// second `RefCell` borrow does. Drop it before running code that may do so.
+    #[inline]
+    pub fn resends(&self) -> Option<Resends<'_>> {
+        let proactor = self.inner.proactor.borrow_open()?;
+        Some(Resends { proactor })
     }
 
     /// Asks op `id` to finish early; its final completion still arrives (`ECANCELED`, or

@@ -79,7 +79,7 @@ pub use exception::{ExceptionContext, ExceptionHandler};
 pub use executor::{Executor, Job, ThreadPool};
 pub use future::{CallbackId, Future};
 pub use handle::{CallbackOutput, Handle, TimerHandle};
-pub use io::{IoHandler, IoToken, OpFuture};
+pub use io::{IoHandler, IoToken, OpFuture, Resends};
 pub use loop_local::{BeforePollHook, BeforePollHookId};
 pub use policy::{
     get_event_loop, get_event_loop_policy, get_running_loop, new_event_loop, set_event_loop,

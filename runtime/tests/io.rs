@@ -460,3 +460,50 @@ fn quiet_sends_are_kept_for_their_owner_through_the_loop() {
     assert_eq!(&got, b"onetwo");
     assert_no_reports(&reports);
 }
+
+/// `resends` lends the proactor for a run of resends: each behaves as `resend_op`; while
+/// it lives, other uses of the proactor panic; a closed loop lends nothing.
+#[test]
+fn resends_share_one_borrow_of_the_proactor() {
+    let (lp, reports) = recording_loop();
+    struct Ignore;
+    impl IoHandler for Ignore {
+        fn complete(&self, _: &EventLoop, _: &mut Completion) {}
+    }
+    let token = lp.register_io(Rc::new(Ignore)).unwrap();
+    let pipes = [pipe(), pipe()];
+    let ids: Vec<_> = pipes
+        .iter()
+        .map(|(_, wr)| {
+            lp.submit_quiet(op::Write::new(wr.as_raw_fd(), b"one".to_vec()), token)
+                .unwrap()
+        })
+        .collect();
+    support::run_once(&lp);
+    support::run_once(&lp);
+    {
+        let mut resends = lp.resends().expect("an open loop lends its proactor");
+        for &id in &ids {
+            let mut buf = b"two".to_vec();
+            assert!(resends.resend(id, &mut buf), "finished: sent again");
+            assert_eq!(buf, b"one", "the sent buffer comes back");
+        }
+        let nested = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = lp.submit(op::Nop, token);
+        }));
+        assert!(nested.is_err(), "the proactor is borrowed meanwhile");
+    }
+    support::run_once(&lp);
+    support::run_once(&lp);
+    for (id, (rd, _)) in ids.into_iter().zip(pipes) {
+        let done = lp.reclaim_op(id).expect("finished again");
+        assert_eq!(*done.result.as_ref().unwrap(), 3);
+        let mut got = [0u8; 6];
+        std::io::Read::read_exact(&mut std::fs::File::from(rd), &mut got).unwrap();
+        assert_eq!(&got, b"onetwo");
+    }
+    assert_eq!(lp.ops_in_flight(), 0);
+    lp.close().unwrap();
+    assert!(lp.resends().is_none(), "a closed loop lends nothing");
+    assert_no_reports(&reports);
+}

@@ -113,3 +113,83 @@ fn pause_above_high_resume_at_low_alternating() {
     assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
     let _ = Rc::new(RefCell::new(()));
 }
+
+/// Writes from inside a protocol method past the high mark: `pause_writing` comes once,
+/// right after the method returns, and the method's later writes still queue and go out.
+#[derive(Default)]
+struct BurstWriter {
+    transport: Option<Transport>,
+    events: Vec<&'static str>,
+}
+
+impl Protocol for BurstWriter {
+    fn connection_made(&mut self, t: &Transport) {
+        self.transport = Some(t.clone());
+    }
+    fn data_received(&mut self, _: &[u8]) {
+        let Some(t) = self.transport.clone() else {
+            return;
+        };
+        let chunk = vec![3u8; 48 * 1024];
+        for _ in 0..4 {
+            t.write(&chunk).unwrap();
+            self.events.push("write");
+        }
+        self.events.push("returned");
+    }
+    fn pause_writing(&mut self) {
+        self.events.push("pause");
+    }
+    fn resume_writing(&mut self) {
+        self.events.push("resume");
+    }
+}
+
+#[test]
+fn writes_past_the_high_mark_inside_a_method_pause_once_after_it() {
+    // semantics 137: a busy protocol is told once its current method returns
+    let (lp, reports) = new_loop();
+    let (port, reader) = peer(|mut s| {
+        std::io::Write::write_all(&mut s, b"go").unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got.len()
+    });
+    let lp2 = lp.clone();
+    let events = run(&lp, 30, async move {
+        let (t, p) = lp2
+            .create_connection(
+                BurstWriter::default,
+                "127.0.0.1",
+                port,
+                ConnectOptions::default(),
+            )
+            .await?;
+        while !p.borrow().events.contains(&"returned") {
+            lp2.sleep(0.001).await?;
+        }
+        t.close();
+        while t.fileno() != -1 {
+            lp2.sleep(0.01).await?;
+        }
+        let events = p.borrow().events.clone();
+        Ok::<_, LoopError>(events)
+    })
+    .unwrap();
+    assert_eq!(
+        reader.join().unwrap(),
+        4 * 48 * 1024,
+        "every write went out"
+    );
+    assert_eq!(
+        &events[..6],
+        ["write", "write", "write", "write", "returned", "pause"],
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| **e == "pause").count(),
+        1,
+        "{events:?}"
+    );
+    assert!(reports.borrow().is_empty(), "{:?}", reports.borrow());
+}

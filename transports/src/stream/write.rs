@@ -3,7 +3,8 @@
 
 use std::rc::Rc;
 
-use ringloop_proactor::{op, Completion, Op};
+use ringloop_proactor::{op, Completion, Op, OpId};
+use ringloop_runtime::Resends;
 
 use super::{StreamInner, StreamKind};
 use crate::error::TransportError;
@@ -104,11 +105,21 @@ impl StreamInner {
         if data.is_empty() {
             return Ok(());
         }
-        self.wbuf.borrow_mut().extend_from_slice(data);
-        // Through the loop's flush rather than `Flush::flush` directly: the flush inlines
-        // the per-message send, which a second caller would cost it.
-        self.list_for_flush();
-        self.flush_list.flush_all();
+        // Sent now, without the loop's flush list (a write-through transport is never on
+        // it): listing it, walking the list and the list's datagram check cost about 30
+        // instructions per message. Appended and resent under one borrow of the buffer.
+        // No protocol code runs inside `resend_op`: the borrow cannot be re-entered.
+        let resent = {
+            let mut wbuf = self.wbuf.borrow_mut();
+            wbuf.extend_from_slice(data);
+            self.resend_quietly(&mut wbuf, |id, buf| self.lp.resend_op(id, buf))
+        };
+        if !resent {
+            self.finish_flush();
+        } else {
+            // No flow signal waits: no send is quiet while one does.
+            debug_assert!(self.deferred_flow.is_empty());
+        }
         let mut flow = self.flow.get();
         if flow.after_grow(self.buffered()) != FlowSignal::None {
             self.pause_after_settling();
@@ -126,16 +137,18 @@ impl StreamInner {
     }
 
     /// The steady-state flush: the quiet send that finished is started again, in place,
-    /// with the queued bytes (`EventLoop::resend_op`). `false` when this does not apply
-    /// (then the caller settles and submits as usual).
-    #[inline]
-    fn resend_quietly(&self) -> bool {
-        let Some(id) = self.write_op.get() else {
+    /// with the queued bytes, `wbuf` (the caller's borrow of the write buffer), by
+    /// `resend` (`EventLoop::resend_op` or `Resends::resend`). `false` when this does not
+    /// apply (then the caller settles and submits as usual, once it dropped the borrow).
+    #[inline(always)]
+    fn resend_quietly(
+        &self,
+        wbuf: &mut Vec<u8>,
+        resend: impl FnOnce(OpId, &mut Vec<u8>) -> bool,
+    ) -> bool {
+        let Some(id) = self.quiet_op.get() else {
             return false;
         };
-        if !self.write_quiet.get() {
-            return false;
-        }
         // A send is quiet only while nobody waits for its outcome: `close()`, `abort()`,
         // `write_eof()` and pausing the protocol all settle it first (which makes it loud),
         // so none of them needs checking here. (Abandoning at loop close does not settle,
@@ -147,13 +160,13 @@ impl StreamInner {
                 && !self.flow.get().is_paused(),
             "a quiet send outlived what settles it"
         );
-        // No protocol code runs inside `resend_op`: the borrow cannot be re-entered.
-        let mut wbuf = self.wbuf.borrow_mut();
-        if wbuf.is_empty() {
-            return false;
-        }
+        // An empty buffer is not tested for. It is reachable only once the write that
+        // listed the transport was submitted, by a loud send's completion, as a new quiet
+        // send: still in flight at the flush (its SQE goes in with the next poll), so
+        // `resend` makes it loud, as settling it would; or, if a CQ overflow's enter
+        // submitted it early and it finished, resent empty, which sends nothing.
         let len = wbuf.len();
-        if self.lp.resend_op(id, &mut wbuf) {
+        if resend(id, wbuf) {
             self.in_flight.set(len);
             // The sent buffer, now in `wbuf`, emptied, is the next write buffer (the two
             // alternate).
@@ -164,19 +177,45 @@ impl StreamInner {
             }
         } else {
             // Still in flight (now loud): its completion submits these bytes.
-            self.write_quiet.set(false);
+            self.quiet_op.set(None);
         }
         true
+    }
+
+    /// The per-message flush, under the loop's flush's borrow of the proactor: `true` if
+    /// the quiet send was resent (or made loud). If not, [`finish_flush`] must follow,
+    /// without the borrow.
+    ///
+    /// [`finish_flush`]: StreamInner::finish_flush
+    #[inline(always)]
+    pub(crate) fn flush_under(&self, resends: &mut Resends<'_>) -> bool {
+        self.listed.set(false);
+        // No protocol code runs inside `resend`: the borrow cannot be re-entered.
+        let mut wbuf = self.wbuf.borrow_mut();
+        self.resend_quietly(&mut wbuf, |id, buf| resends.resend(id, buf))
+    }
+
+    /// The flush when [`flush_under`](StreamInner::flush_under) did not resend: settle and
+    /// submit as usual, then deliver waiting flow signals. Out of line, so that the
+    /// per-message flush keeps its registers for the resend.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn finish_flush(&self) {
+        self.settle_write();
+        self.submit_write();
+        if !self.deferred_flow.is_empty() {
+            self.deliver_deferred_flow();
+        }
     }
 
     /// Takes back a quiet send: processes it if it finished unreported; if it is still in
     /// flight, it is made loud, and its completion will be handled as usual.
     #[inline]
     pub(crate) fn settle_write(&self) {
-        if !self.write_quiet.replace(false) {
+        let Some(id) = self.quiet_op.take() else {
             return;
-        }
-        let Some(buf) = self.write_op.get().and_then(|id| self.lp.reclaim_buf(id)) else {
+        };
+        let Some(buf) = self.lp.reclaim_buf(id) else {
             return;
         };
         // It sent everything; quiet sends are only made while the protocol is not paused,
@@ -246,8 +285,12 @@ impl StreamInner {
         let fd = self.raw_fd.get();
         // Quiet unless someone waits for the outcome: a paused protocol (to resume it),
         // a close or write_eof (to finish). They reclaim or wait for a loud send.
-        let quiet =
-            !self.closing.get() && !self.eof_requested.get() && !self.flow.get().is_paused();
+        // Nor while flow signals wait: the per-message resend, only of quiet sends, then
+        // need not check for them (see `signal_flow`).
+        let quiet = !self.closing.get()
+            && !self.eof_requested.get()
+            && !self.flow.get().is_paused()
+            && self.deferred_flow.is_empty();
         let submitted = match (self.kind, quiet) {
             (StreamKind::Socket, true) => self.lp.submit_quiet(op::Send::new(fd, data), token),
             (StreamKind::Socket, false) => self.lp.submit(op::Send::new(fd, data), token),
@@ -257,7 +300,7 @@ impl StreamInner {
         match submitted {
             Ok(id) => {
                 self.write_op.set(Some(id));
-                self.write_quiet.set(quiet);
+                self.quiet_op.set(quiet.then_some(id));
             }
             Err(_) => self.in_flight.set(0),
         }
@@ -267,7 +310,7 @@ impl StreamInner {
     #[inline]
     pub(crate) fn write_completed(&self, completion: &mut Completion) {
         self.write_op.set(None);
-        self.write_quiet.set(false);
+        self.quiet_op.set(None);
         let (buf, start) = match completion.op.take() {
             Some(Op::Send(send)) => (send.buf, send.start),
             Some(Op::Write(write)) => (write.buf, write.start),
@@ -402,9 +445,14 @@ impl StreamInner {
 
     /// Tells the protocol to pause or resume, now or (if it is busy) right after its current
     /// method returns. A panic is reported and the transport carries on (semantics 140).
+    ///
+    /// A signal left waiting settles the quiet send: no send is quiet while signals wait.
     fn signal_flow(&self, signal: FlowSignal) {
         self.install_next_protocol();
         flow_signal::signal(&self.lp, &self.protocol, &self.deferred_flow, signal);
+        if !self.deferred_flow.is_empty() {
+            self.settle_write();
+        }
     }
 
     /// Delivers flow signals raised while the protocol was busy. Rare, and out of line so
@@ -414,6 +462,10 @@ impl StreamInner {
     pub(crate) fn deliver_deferred_flow(&self) {
         self.install_next_protocol();
         flow_signal::deliver_deferred(&self.lp, &self.protocol, &self.deferred_flow);
+        // As in `signal_flow`: no send is quiet while signals wait.
+        if !self.deferred_flow.is_empty() {
+            self.settle_write();
+        }
     }
 
     /// The write pipe's watch for its reader going away (semantics 171).
@@ -448,14 +500,18 @@ impl StreamInner {
 }
 
 impl Flush for StreamInner {
-    #[inline]
+    /// The flush of a closed loop's stream (see `FlushList::flush_all`).
     fn flush(&self) {
         self.listed.set(false);
-        if !self.resend_quietly() {
-            self.settle_write();
-            self.submit_write();
-        }
-        if !self.deferred_flow.is_empty() {
+        // Not `write_slowly`'s code: its send, with a second caller, would not be inlined
+        // there.
+        let resent = {
+            let mut wbuf = self.wbuf.borrow_mut();
+            self.resend_quietly(&mut wbuf, |id, buf| self.lp.resend_op(id, buf))
+        };
+        if !resent {
+            self.finish_flush();
+        } else if !self.deferred_flow.is_empty() {
             self.deliver_deferred_flow();
         }
     }
