@@ -377,10 +377,11 @@ impl Proactor {
                     return true;
                 }
                 Popped::Raw => {
-                    if let Some(raw) = self.driver.take_raw() {
-                        if self.deliver(raw, completion) {
-                            return true;
-                        }
+                    let Some(raw) = self.driver.take_raw() else {
+                        return false;
+                    };
+                    if self.deliver(raw, completion) {
+                        return true;
                     }
                 }
                 Popped::Empty => return false,
