@@ -485,16 +485,21 @@ enum Repr {
         id: u16,
         len: u32,
     },
-    Owned(Vec<u8>),
+    /// A boxed slice, not a `Vec`: then the compiler tags the variants (and
+    /// `Option<RecvBuf>`'s `None`) with small numbers, `Pooled` 0, rather than with
+    /// capacities beyond `isize::MAX`, which take two instructions to write (a 64-bit
+    /// constant) where this takes one, per chunk.
+    Owned(Box<[u8]>),
 }
 
 /// One received chunk. Derefs to its bytes; dropping it recycles the buffer at once.
 pub struct RecvBuf(Repr);
 
 impl RecvBuf {
-    /// A chunk in a buffer of its own (the fallback when the pool is dry).
+    /// A chunk in a buffer of its own (the fallback when the pool is dry). Spare
+    /// capacity, if any, is given back.
     pub(crate) fn owned(data: Vec<u8>) -> RecvBuf {
-        RecvBuf(Repr::Owned(data))
+        RecvBuf(Repr::Owned(data.into_boxed_slice()))
     }
 
     /// Whether the chunk lives in the proactor's shared receive pool (`false`: in a buffer
@@ -508,7 +513,7 @@ impl RecvBuf {
     /// The bytes as an owned vector (copies when the chunk lives in the pool).
     pub fn into_vec(mut self) -> Vec<u8> {
         match &mut self.0 {
-            Repr::Owned(data) => std::mem::take(data),
+            Repr::Owned(data) => std::mem::take(data).into_vec(),
             Repr::Pooled { .. } => self.to_vec(),
         }
     }
@@ -538,8 +543,8 @@ impl RecvBuf {
         let mut this = std::mem::ManuallyDrop::new(self);
         match &mut this.0 {
             Repr::Pooled { pool, id, .. } => recycle_pooled(*pool, *id),
-            // SAFETY: `this` is never used again nor dropped (`ManuallyDrop`): its vector
-            // is dropped exactly once, here.
+            // SAFETY: `this` is never used again nor dropped (`ManuallyDrop`): its bytes
+            // are dropped exactly once, here.
             Repr::Owned(data) => drop(unsafe { std::ptr::read(data) }),
         }
     }
@@ -754,6 +759,21 @@ mod tests {
             assert_eq!(b.len(), 2);
             drop(b);
         }
+    }
+
+    #[test]
+    fn an_owned_chunk_keeps_its_bytes_only() {
+        let mut data = Vec::with_capacity(64);
+        data.extend_from_slice(b"hello");
+        let chunk = RecvBuf::owned(data);
+        assert!(!chunk.is_pooled());
+        assert_eq!(&*chunk, b"hello");
+        assert_eq!(chunk.into_vec(), b"hello");
+        let mut slot = Some(RecvBuf::owned(b"bye".to_vec()));
+        if let Some(chunk) = slot.take() {
+            chunk.release();
+        }
+        assert!(slot.is_none());
     }
 
     fn pooled_id(buf: &RecvBuf) -> u16 {
