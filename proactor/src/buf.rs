@@ -77,12 +77,10 @@ struct PoolInner {
     publish_from: Cell<u32>,
     /// Ring pools: page-aligned array of `ring_mask + 1` `io_uring_buf` structs, registered
     /// with the kernel (null for free lists). Here rather than in [`RingShared`], as are
-    /// `ring_mask` and `tail`, so that publishing needs no look at the recycler's kind.
+    /// `ring_mask`, so that publishing needs no look at the recycler's kind.
     ring_base: *mut io_uring::types::BufRingEntry,
     /// The number of ring entries (a power of two) less one.
     ring_mask: usize,
-    /// Our copy of the ring's tail; published to the kernel on every recycle.
-    tail: Cell<u16>,
     recycler: Recycler,
 }
 
@@ -132,6 +130,7 @@ impl PoolInner {
 
     /// The ring is full: keeps `id` on top of the spares (the next to be published).
     #[cold]
+    #[inline(never)]
     fn keep_spare(&self, ring: &RingShared, id: u16) {
         ring.spare.borrow_mut().push(id);
         self.retune(ring);
@@ -147,7 +146,24 @@ impl PoolInner {
     /// Buffers the kernel took so far, as far as reaped completions tell (wrapping): every
     /// buffer ever published, less those still in the ring.
     fn consumed(&self, ring: &RingShared) -> u16 {
-        self.tail.get().wrapping_sub(self.in_ring(ring))
+        self.tail().wrapping_sub(self.in_ring(ring))
+    }
+
+    /// Where the kernel's ring tail is (ring pools only): the first entry's reserved
+    /// bytes, 2-byte aligned.
+    fn tail_ptr(&self) -> *const AtomicU16 {
+        debug_assert!(matches!(self.recycler, Recycler::Ring(_)));
+        // SAFETY: a ring pool's `ring_base` points to its ring; this computes the address
+        // of a field of the first entry, without reading it.
+        unsafe { io_uring::types::BufRingEntry::tail(self.ring_base).cast::<AtomicU16>() }
+    }
+
+    /// The ring's tail: every buffer ever published, wrapping (ring pools only). Read
+    /// back from the ring rather than kept in a copy of our own, which every publish would
+    /// store to as well: we are its only writer (the kernel only reads it).
+    fn tail(&self) -> u16 {
+        // SAFETY: `tail_ptr` is valid and aligned for the ring's lifetime, the pool's.
+        unsafe { (*self.tail_ptr()).load(Ordering::Relaxed) }
     }
 
     /// Recomputes [`PoolInner::publish_from`] after the depth or the number of spares
@@ -172,10 +188,12 @@ impl PoolInner {
     #[inline]
     fn publish(&self, id: u16) {
         debug_assert!(matches!(self.recycler, Recycler::Ring(_)));
-        // Read before the stores below, through which (and `tail`, a `Cell`) the compiler
-        // would otherwise load it again.
+        // Read before the stores below, through which the compiler would otherwise load it
+        // again.
         let base = self.ring_base;
-        let tail = self.tail.get();
+        let tail_ptr = self.tail_ptr();
+        // SAFETY: as in `tail`. Only we store to it, so this is what we last stored.
+        let tail = unsafe { (*tail_ptr).load(Ordering::Relaxed) };
         // The kernel reads only entries between its head and the published tail; this
         // slot is past the published tail, so no one reads it while we write. The ring never
         // holds more than `count == entries` buffers (each buffer is in one place at a time),
@@ -187,15 +205,10 @@ impl PoolInner {
         // kernel does not change it (no incremental consumption).
         entry.set_addr(self.buf_ptr(id) as u64);
         entry.set_bid(id);
-        let new_tail = tail.wrapping_add(1);
-        self.tail.set(new_tail);
         // The release store publishes the entry written above before the kernel can
         // see the new tail, which it reads atomically.
-        // SAFETY: the tail lives in the first entry's reserved bytes, 2-byte aligned.
-        unsafe {
-            let tail_ptr = io_uring::types::BufRingEntry::tail(base) as *const AtomicU16;
-            (*tail_ptr).store(new_tail, Ordering::Release);
-        }
+        // SAFETY: as in `tail`.
+        unsafe { (*tail_ptr).store(tail.wrapping_add(1), Ordering::Release) };
     }
 
     /// Publishes spares (most recently freed first) until the ring holds `depth` buffers;
@@ -215,8 +228,8 @@ impl PoolInner {
     }
 }
 
-/// Returns buffer `id` to a free list: out of line, so that the ring's path (the one the
-/// kernel consumes from, per chunk) needs fewer registers where `RecvBuf`s drop.
+/// Returns buffer `id` to a free list: out of line, so that its callers need no registers
+/// saved for it.
 #[inline(never)]
 fn push_free(free: &RefCell<Vec<u16>>, id: u16) {
     free.borrow_mut().push(id);
@@ -340,7 +353,6 @@ impl BufPool {
                 publish_from: Cell::new(u32::MAX),
                 ring_base,
                 ring_mask,
-                tail: Cell::new(0),
                 recycler,
             }))),
         }
@@ -406,6 +418,11 @@ impl BufPool {
     }
 
     /// Wraps buffer `id`, into which the kernel (or the backend) wrote `len` bytes.
+    ///
+    /// `len` is at most the buffer size: the backend read at most that much into it (the
+    /// epoll backend's read is given that length, and the kernel fills a ring buffer up to
+    /// the entry's `len`, which is the size, and reports what it wrote), as `id` is one of
+    /// the pool's (trusted alike: no check per chunk).
     #[inline]
     pub(crate) fn filled(&self, id: u16, len: usize) -> RecvBuf {
         debug_assert!(id < self.inner().count && len <= self.inner().size);
@@ -413,7 +430,7 @@ impl BufPool {
         RecvBuf(Repr::Pooled {
             pool: self.inner,
             id,
-            len: len.min(self.inner().size) as u32,
+            len: len as u32,
         })
     }
 
@@ -468,16 +485,21 @@ enum Repr {
         id: u16,
         len: u32,
     },
-    Owned(Vec<u8>),
+    /// A boxed slice, not a `Vec`: then the compiler tags the variants (and
+    /// `Option<RecvBuf>`'s `None`) with small numbers, `Pooled` 0, rather than with
+    /// capacities beyond `isize::MAX`, which take two instructions to write (a 64-bit
+    /// constant) where this takes one, per chunk.
+    Owned(Box<[u8]>),
 }
 
 /// One received chunk. Derefs to its bytes; dropping it recycles the buffer at once.
 pub struct RecvBuf(Repr);
 
 impl RecvBuf {
-    /// A chunk in a buffer of its own (the fallback when the pool is dry).
+    /// A chunk in a buffer of its own (the fallback when the pool is dry). Spare
+    /// capacity, if any, is given back.
     pub(crate) fn owned(data: Vec<u8>) -> RecvBuf {
-        RecvBuf(Repr::Owned(data))
+        RecvBuf(Repr::Owned(data.into_boxed_slice()))
     }
 
     /// Whether the chunk lives in the proactor's shared receive pool (`false`: in a buffer
@@ -491,7 +513,7 @@ impl RecvBuf {
     /// The bytes as an owned vector (copies when the chunk lives in the pool).
     pub fn into_vec(mut self) -> Vec<u8> {
         match &mut self.0 {
-            Repr::Owned(data) => std::mem::take(data),
+            Repr::Owned(data) => std::mem::take(data).into_vec(),
             Repr::Pooled { .. } => self.to_vec(),
         }
     }
@@ -521,8 +543,8 @@ impl RecvBuf {
         let mut this = std::mem::ManuallyDrop::new(self);
         match &mut this.0 {
             Repr::Pooled { pool, id, .. } => recycle_pooled(*pool, *id),
-            // SAFETY: `this` is never used again nor dropped (`ManuallyDrop`): its vector
-            // is dropped exactly once, here.
+            // SAFETY: `this` is never used again nor dropped (`ManuallyDrop`): its bytes
+            // are dropped exactly once, here.
             Repr::Owned(data) => drop(unsafe { std::ptr::read(data) }),
         }
     }
@@ -536,12 +558,31 @@ fn recycle_pooled(ptr: NonNull<PoolInner>, id: u16) {
     let pool = unsafe { ptr.as_ref() };
     let refs = pool.refs.get().wrapping_sub(1);
     pool.refs.set(refs);
+    // The per-chunk case first, on one comparison: `publish_from` is at least 1, so an
+    // orphaned pool (`refs == 0`) never takes it.
+    if refs >= pool.publish_from.get() {
+        pool.publish(id);
+        return;
+    }
+    recycle_unpublished(ptr, id, refs);
+}
+
+/// [`recycle_pooled`] of a buffer that is not published: kept spare or on the free list,
+/// or, if it was the last thing keeping an orphaned pool alive, freed with the pool.
+#[inline(never)]
+fn recycle_unpublished(ptr: NonNull<PoolInner>, id: u16, refs: u32) {
     if refs == 0 {
         // The `BufPool` is gone (it holds a count while it lives): nothing to recycle to.
         free_orphaned(ptr);
         return;
     }
-    pool.recycle(id, refs);
+    // SAFETY: `refs > 0`: the `BufPool` (or another chunk) keeps the pool alive.
+    let pool = unsafe { ptr.as_ref() };
+    match &pool.recycler {
+        // Calls alone (tail calls), so that this needs no registers saved.
+        Recycler::FreeList(free) => push_free(free, id),
+        Recycler::Ring(ring) => pool.keep_spare(ring, id),
+    }
 }
 
 impl Drop for RecvBuf {
@@ -596,11 +637,7 @@ mod tests {
     /// What the kernel does: takes the buffer at the ring's head.
     fn kernel_take(pool: &BufPool, head: &mut u16) -> u16 {
         let inner = pool.inner();
-        assert_ne!(
-            *head,
-            inner.tail.get(),
-            "the kernel would find the ring empty"
-        );
+        assert_ne!(*head, inner.tail(), "the kernel would find the ring empty");
         // SAFETY: `head & mask` indexes one of the ring's `ring_mask + 1` entries.
         let entry = unsafe { &*inner.ring_base.add(usize::from(*head) & inner.ring_mask) };
         *head = head.wrapping_add(1);
@@ -610,11 +647,11 @@ mod tests {
     #[test]
     fn ring_pool_publishes_only_the_initial_depth() {
         let pool = BufPool::with_ring(64, 16).unwrap();
-        assert_eq!(pool.inner().tail.get(), INITIAL_RING_DEPTH);
+        assert_eq!(pool.inner().tail(), INITIAL_RING_DEPTH);
         assert_eq!(ring(&pool).spare.borrow().len(), 64 - 16);
         let small = BufPool::with_ring(4, 16).unwrap();
         assert_eq!(
-            small.inner().tail.get(),
+            small.inner().tail(),
             4,
             "a small pool publishes every buffer"
         );
@@ -647,7 +684,7 @@ mod tests {
         for _ in 0..INITIAL_RING_DEPTH {
             held.push(pool.filled(kernel_take(&pool, &mut head), 1));
         }
-        assert_eq!(pool.inner().tail.get(), head, "the ring is empty");
+        assert_eq!(pool.inner().tail(), head, "the ring is empty");
         assert!(pool.ran_dry());
         for _ in 0..24 {
             held.push(pool.filled(kernel_take(&pool, &mut head), 1));
@@ -666,7 +703,7 @@ mod tests {
         assert_eq!(ring(&pool).spare.borrow().last(), Some(&last));
         // Empty the ring again: the next buffer the kernel gets is the last one freed.
         let mut again = Vec::new();
-        while pool.inner().tail.get() != head {
+        while pool.inner().tail() != head {
             again.push(pool.filled(kernel_take(&pool, &mut head), 1));
         }
         assert!(pool.ran_dry());
@@ -693,7 +730,7 @@ mod tests {
         }
         pool.ran_dry();
         assert_eq!(pool.ring_depth(), Some(64));
-        while pool.inner().tail.get() != head {
+        while pool.inner().tail() != head {
             held.push(pool.filled(kernel_take(&pool, &mut head), 1));
         }
         assert_eq!(pool.in_use(), 64);
@@ -722,6 +759,21 @@ mod tests {
             assert_eq!(b.len(), 2);
             drop(b);
         }
+    }
+
+    #[test]
+    fn an_owned_chunk_keeps_its_bytes_only() {
+        let mut data = Vec::with_capacity(64);
+        data.extend_from_slice(b"hello");
+        let chunk = RecvBuf::owned(data);
+        assert!(!chunk.is_pooled());
+        assert_eq!(&*chunk, b"hello");
+        assert_eq!(chunk.into_vec(), b"hello");
+        let mut slot = Some(RecvBuf::owned(b"bye".to_vec()));
+        if let Some(chunk) = slot.take() {
+            chunk.release();
+        }
+        assert!(slot.is_none());
     }
 
     fn pooled_id(buf: &RecvBuf) -> u16 {

@@ -141,23 +141,33 @@ impl Completion {
     // Always: it is on the per-message path, where the compiler would not inline it.
     #[inline(always)]
     pub fn clear(&mut self) {
-        if self.op.is_none() && self.result.is_ok() {
-            if let Some(buf) = self.buf.take() {
-                buf.release();
-            }
-        } else {
+        // Two tests that go to two functions: were they one, the compiler would compute
+        // both conditions into a flag and test that.
+        if self.op.is_some() {
             self.clear_slow();
+        } else if self.result.is_err() {
+            self.clear_error();
+        } else if let Some(buf) = self.buf.take() {
+            buf.release();
         }
         debug_assert!(self.holds_nothing());
     }
 
-    /// [`clear`](Completion::clear) for a completion with an op or an error.
+    /// [`clear`](Completion::clear) for a completion with an op.
     #[cold]
     #[inline(never)]
     fn clear_slow(&mut self) {
         self.op = None;
         self.buf = None;
         self.result = Ok(0);
+    }
+
+    /// [`clear`](Completion::clear) for a completion with an error and no op.
+    #[cold]
+    #[inline(never)]
+    fn clear_error(&mut self) {
+        self.result = Ok(0);
+        self.buf = None;
     }
 
     /// Converts a kernel-style result (`-errno` or a value) into `io::Result`.

@@ -107,7 +107,7 @@ impl Builder {
             driver,
             table: OpTable::default(),
             waker: Arc::new(waker),
-            wake_op: None,
+            wake_op: OpId::NONE,
             _not_send: PhantomData,
         };
         proactor.arm_wake_read();
@@ -132,7 +132,10 @@ pub struct Proactor {
     driver: Driver,
     table: OpTable,
     waker: Arc<Waker>,
-    wake_op: Option<OpId>,
+    /// The wake-up read's id, or [`OpId::NONE`] (not an `Option`: the front end compares
+    /// every completion's id with it, which is then one comparison; `NONE` is the id of
+    /// no op, which no completion has).
+    wake_op: OpId,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -377,10 +380,11 @@ impl Proactor {
                     return true;
                 }
                 Popped::Raw => {
-                    if let Some(raw) = self.driver.take_raw() {
-                        if self.deliver(raw, completion) {
-                            return true;
-                        }
+                    let Some(raw) = self.driver.take_raw() else {
+                        return false;
+                    };
+                    if self.deliver(raw, completion) {
+                        return true;
                     }
                 }
                 Popped::Empty => return false,
@@ -391,7 +395,7 @@ impl Proactor {
     /// How many ops are in flight, counting cancelled and detached ones not yet finished
     /// and quiet ones not yet reclaimed (but not the proactor's own wake-up read).
     pub fn in_flight(&self) -> usize {
-        self.table.len() - usize::from(self.wake_op.is_some())
+        self.table.len() - usize::from(self.wake_op != OpId::NONE)
     }
 
     /// Routes one raw completion that the backend did not route: into `out` for the caller
@@ -407,17 +411,17 @@ impl Proactor {
         let Some(entry) = self.table.get_mut(id) else {
             return false;
         };
-        if entry.quiet && !more && entry.state == OpState::Active && entry.op.done_by(result) {
+        if !more && entry.quiet_and_active() && entry.op.done_by(result) {
             // A quiet op that fully succeeded: kept, unreported, for `reclaim`.
             entry.state = OpState::Finished;
             entry.result = result;
             return false;
         }
         let (token, state, yields_fd) = (entry.token, entry.state, entry.op.yields_fd());
-        if Some(id) == self.wake_op {
+        if id == self.wake_op {
             if !more {
                 self.finish(id);
-                self.wake_op = None;
+                self.wake_op = OpId::NONE;
                 self.arm_wake_read();
             }
             return false;
@@ -435,7 +439,15 @@ impl Proactor {
             return false;
         }
         if more {
-            out.set(token, id, result, more, None, buf, yields_fd);
+            match buf {
+                // A received chunk (only receives carry one; they yield no fd), the
+                // per-message case: written as the io_uring driver writes its own.
+                Some(buf) if result >= 0 => {
+                    debug_assert!(!yields_fd);
+                    out.set_chunk(token, id, result as u32, buf);
+                }
+                buf => out.set(token, id, result, more, None, buf, yields_fd),
+            }
             return true;
         }
         let Some(mut op) = self.finish(id) else {
@@ -462,7 +474,7 @@ impl Proactor {
     /// Keeps one read outstanding on the wake-up eventfd.
     fn arm_wake_read(&mut self) {
         let read = op::Read::new(self.waker.fd(), Vec::with_capacity(8));
-        self.wake_op = Some(self.push(read, WAKE_TOKEN));
+        self.wake_op = self.push(read, WAKE_TOKEN);
     }
 }
 
@@ -478,7 +490,7 @@ fn swap_buf(place: &mut Vec<u8>, start: &mut usize, buf: &mut Vec<u8>) {
 
 impl Drop for Proactor {
     fn drop(&mut self) {
-        self.wake_op = None;
+        self.wake_op = OpId::NONE;
         for id in self.table.ids() {
             self.detach(id);
         }

@@ -19,7 +19,6 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use ringloop_proactor::{Completion, Op, OpId, Proactor};
-use slab::Slab;
 
 use crate::error::LoopError;
 use crate::event_loop::EventLoop;
@@ -70,28 +69,65 @@ impl IoToken {
         (self.0 & u64::from(u32::MAX)) as usize
     }
 
-    fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
-    }
-
     /// The raw value carried in completions.
     pub fn as_u64(self) -> u64 {
         self.0
     }
 }
 
+/// A slot of the registry. Not a `slab::Slab` entry: its slots are an enum, vacant or
+/// occupied, so a lookup would test which before comparing generations, and lookups are
+/// per message. Here a vacant slot has token 0, which no token matches (generation 0 is
+/// never used), so one comparison tells both.
 struct IoSlot {
-    generation: u32,
-    handler: Rc<dyn IoHandler>,
-    /// `Rc::as_ptr(&handler)`, kept so that dispatch calls the handler without working out
-    /// where in the `Rc`'s allocation the value starts (which takes the vtable's alignment).
-    target: NonNull<dyn IoHandler>,
+    /// The token of the handler here (0: vacant).
+    token: u64,
+    /// The handler, from `Rc::into_raw` (the registry's count), or, in a vacant slot,
+    /// [`VACANT`] (not an `Option`, whose `None` a lookup would test for as well). The
+    /// value's address, not the `Rc`: dispatch calls it without working out where in the
+    /// `Rc`'s allocation the value starts (which takes the vtable's alignment).
+    handler: NonNull<dyn IoHandler>,
+}
+
+/// What a vacant slot points to; never called (no token matches a vacant slot).
+struct Vacant;
+
+impl IoHandler for Vacant {
+    fn complete(&self, _lp: &EventLoop, _completion: &mut Completion) {}
+}
+
+/// The handler of vacant slots.
+static VACANT: Vacant = Vacant;
+
+impl IoSlot {
+    fn vacant() -> IoSlot {
+        IoSlot {
+            token: 0,
+            handler: NonNull::from(&VACANT as &dyn IoHandler),
+        }
+    }
+
+    /// Empties the slot; its handler's count, if it held one, for the caller to drop.
+    fn vacate(&mut self) -> Option<Rc<dyn IoHandler>> {
+        if self.token == 0 {
+            return None;
+        }
+        let handler = std::mem::replace(self, IoSlot::vacant()).handler;
+        // SAFETY: the slot was occupied (its token is not 0), so `handler` came from
+        // `Rc::into_raw` (see `IoRegistry::insert`) and holds one count, taken back
+        // exactly once: the slot, vacant now, forgets it.
+        Some(unsafe { Rc::from_raw(handler.as_ptr().cast_const()) })
+    }
 }
 
 /// The registered handlers.
 #[derive(Default)]
 pub(crate) struct IoRegistry {
-    slots: Slab<IoSlot>,
+    slots: Vec<IoSlot>,
+    /// Vacant slots, the most recently vacated last (reused first).
+    free: Vec<u32>,
+    /// Occupied slots.
+    len: usize,
     next_generation: u32,
     /// Set while the loop dispatches completions (see [`EventLoop::dispatching`]): a
     /// handler deregistered meanwhile is kept in `retired` rather than dropped, so that
@@ -107,39 +143,45 @@ impl IoRegistry {
     fn insert(&mut self, handler: Rc<dyn IoHandler>) -> IoToken {
         // Generation 0 is never used, so a zero token never matches.
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
-        let generation = self.next_generation;
-        let target = NonNull::from(&*handler);
-        let key = self.slots.insert(IoSlot {
-            generation,
-            handler,
-            target,
-        });
-        IoToken::new(key, generation)
+        let key = match self.free.pop() {
+            Some(key) => key as usize,
+            None => {
+                self.slots.push(IoSlot::vacant());
+                self.slots.len() - 1
+            }
+        };
+        let token = IoToken::new(key, self.next_generation);
+        let slot = &mut self.slots[key];
+        slot.token = token.0;
+        // The registry's count, given back by `IoSlot::vacate`.
+        let raw = Rc::into_raw(handler).cast_mut();
+        // SAFETY: `Rc::into_raw` returns the address of the value in its allocation, never
+        // null.
+        slot.handler = unsafe { NonNull::new_unchecked(raw) };
+        self.len += 1;
+        token
     }
 
-    /// Where the value of the handler of token `raw` is (see [`IoSlot::target`]): valid
+    /// Where the value of the handler of token `raw` is (see [`IoSlot::handler`]): valid
     /// while the handler is registered, and while dispatching also until dispatching ends
     /// (see [`IoRegistry::dispatching`]).
     #[inline]
     fn get(&self, raw: u64) -> Option<NonNull<dyn IoHandler>> {
-        let token = IoToken(raw);
-        self.slots
-            .get(token.key())
-            .filter(|slot| slot.generation == token.generation())
-            .map(|slot| slot.target)
+        let slot = self.slots.get(IoToken(raw).key())?;
+        // A vacant slot's token is 0, which `raw` (of generation 1 or more) never is.
+        (slot.token == raw).then_some(slot.handler)
     }
 
     /// Removes the handler of `token`: `None` if it is not registered; while dispatching,
     /// the handler is kept in `retired` and `Some(None)` returned.
     fn remove(&mut self, token: IoToken) -> Option<Option<Rc<dyn IoHandler>>> {
-        let live = self
+        let slot = self
             .slots
-            .get(token.key())
-            .is_some_and(|s| s.generation == token.generation());
-        if !live {
-            return None;
-        }
-        let handler = self.slots.remove(token.key()).handler;
+            .get_mut(token.key())
+            .filter(|slot| slot.token == token.0)?;
+        let handler = slot.vacate()?;
+        self.free.push(token.key() as u32);
+        self.len -= 1;
         if self.dispatching {
             self.retired.push(handler);
             return Some(None);
@@ -151,12 +193,24 @@ impl IoRegistry {
     pub(crate) fn take_all(&mut self) -> Vec<Rc<dyn IoHandler>> {
         debug_assert!(!self.dispatching, "the loop closes while dispatching");
         let mut all = std::mem::take(&mut self.retired);
-        all.extend(self.slots.drain().map(|slot| slot.handler));
+        all.extend(self.slots.iter_mut().filter_map(IoSlot::vacate));
+        self.slots.clear();
+        self.free.clear();
+        self.len = 0;
         all
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.len
+    }
+}
+
+impl Drop for IoRegistry {
+    fn drop(&mut self) {
+        // The slots' counts (dropped here, as a `Slab<Rc<_>>` would).
+        for slot in &mut self.slots {
+            drop(slot.vacate());
+        }
     }
 }
 
@@ -370,14 +424,14 @@ impl EventLoop {
             self.inner.io.borrow().dispatching,
             "dispatch outside `dispatching`"
         );
-        // SAFETY: the shared reference lives only for `get`, which runs no code that could
-        // borrow the registry mutably (it copies a pointer), and `try_borrow_unguarded` has
-        // checked that no mutable borrow is active.
-        let handler = match unsafe { self.inner.io.try_borrow_unguarded() } {
-            Ok(io) => io.get(completion.token),
-            // What `borrow` would do: nothing borrows it mutably while the loop dispatches.
-            Err(err) => panic!("I/O registry borrowed during dispatch: {err}"),
-        };
+        // SAFETY: no mutable borrow of the registry is active: the loop's borrows of it
+        // (`register_io`, `deregister_io`, `dispatching` and its guard's drop, `close`) all
+        // end before they return and run no code of anyone else's meanwhile (a handler
+        // removed is dropped after the borrow), and this runs from `run_once`, not from
+        // inside any of them. So the shared reference, which lives only for `get` (it
+        // copies a pointer), aliases no `&mut`. (Not `try_borrow_unguarded`: its test of
+        // the borrow flag is per message.)
+        let handler = unsafe { &*self.inner.io.as_ptr() }.get(completion.token);
         match handler {
             Some(target) => {
                 // `target` points to the value of an `Rc` the registry holds: in its slot, or,
@@ -544,5 +598,61 @@ impl Drop for OpFuture {
 impl fmt::Debug for OpFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpFuture").field("id", &self.id()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Holds a count of `alive` while it lives.
+    struct Counted {
+        _alive: Rc<()>,
+    }
+
+    impl IoHandler for Counted {
+        fn complete(&self, _lp: &EventLoop, _completion: &mut Completion) {}
+    }
+
+    fn handler(alive: &Rc<()>) -> Rc<dyn IoHandler> {
+        Rc::new(Counted {
+            _alive: alive.clone(),
+        })
+    }
+
+    #[test]
+    fn stale_and_vacant_tokens_find_nothing_and_every_count_is_given_back() {
+        let alive = Rc::new(());
+        let mut io = IoRegistry::default();
+        let a = io.insert(handler(&alive));
+        let b = io.insert(handler(&alive));
+        assert_eq!(io.len(), 2);
+        assert!(io.get(a.0).is_some() && io.get(b.0).is_some());
+        assert!(io.get(0).is_none(), "a zero token matches no slot");
+        assert!(io.remove(a).is_some_and(|h| h.is_some()));
+        assert!(io.remove(a).is_none(), "removed once");
+        assert!(io.get(a.0).is_none());
+        // The vacated slot is reused, under a new generation: the old token stays dead.
+        let c = io.insert(handler(&alive));
+        assert_eq!(c.key(), a.key());
+        assert_ne!(c, a);
+        assert!(io.get(a.0).is_none() && io.get(c.0).is_some());
+        // While dispatching, a removed handler is retired, not handed back.
+        io.dispatching = true;
+        assert!(io.remove(b).is_some_and(|h| h.is_none()));
+        assert_eq!(io.retired.len(), 1);
+        io.dispatching = false;
+        drop(std::mem::take(&mut io.retired));
+        assert_eq!(Rc::strong_count(&alive), 2, "c's handler, and ours");
+        let d = io.insert(handler(&alive));
+        let all = io.take_all();
+        assert_eq!((all.len(), io.len()), (2, 0));
+        assert!(io.get(d.0).is_none());
+        drop(all);
+        assert_eq!(Rc::strong_count(&alive), 1);
+        // What is registered when the registry drops goes with it.
+        io.insert(handler(&alive));
+        drop(io);
+        assert_eq!(Rc::strong_count(&alive), 1);
     }
 }

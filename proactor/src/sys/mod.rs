@@ -64,7 +64,8 @@ pub(crate) trait Backend {
     fn poll(&mut self, table: &mut OpTable, timeout: Option<Duration>) -> io::Result<()>;
     /// The next completion: written into `out`, or waiting for `take_raw` (see [`Popped`]).
     fn pop(&mut self, table: &mut OpTable, out: &mut Completion) -> Popped;
-    /// The completion that `pop` reported as [`Popped::Raw`].
+    /// The completion that `pop` reported as [`Popped::Raw`]; `None` if there is none
+    /// (then there is no completion at all: `pop` would say `Empty` too).
     fn take_raw(&mut self) -> Option<RawCompletion>;
     /// Drops per-fd state of an fd about to be closed.
     fn forget_fd(&mut self, fd: RawFd);
@@ -85,7 +86,9 @@ pub(crate) enum Popped {
     /// proactor's wake-up read) that yields no fd. The front end hands it on without
     /// looking the op up again, and nothing is moved on the way.
     Routed,
-    /// A completion for the front end to route: [`Backend::take_raw`] hands it over.
+    /// A completion for the front end to route: [`Backend::take_raw`] hands it over, or
+    /// says there is none (a backend that queues every completion may leave that test to
+    /// it).
     Raw,
 }
 

@@ -12,12 +12,12 @@
 //! Buffers are the op's own (reads fill spare capacity, writes send `buf[start..]`);
 //! pointers are taken from the op for the duration of one syscall only.
 
-use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::os::fd::RawFd;
 
 use super::child;
+use super::ready::ReadyQueue;
 use super::registry::Side;
 use crate::buf::{BufPool, RecvBuf};
 use crate::completion::RawCompletion;
@@ -55,7 +55,7 @@ pub(super) struct Sink<'a> {
     /// when data arrives, kept for next time when none does.
     pub(super) spare: &'a mut Vec<u8>,
     /// The backend's completion queue.
-    pub(super) ready: &'a mut VecDeque<RawCompletion>,
+    pub(super) ready: &'a mut ReadyQueue,
     /// A chunk shorter than its buffer proves the fd drained: the fd is a byte stream that
     /// no event has reported closed, so the next arrival is certain to raise an edge.
     pub(super) short_drains: bool,

@@ -24,7 +24,7 @@ impl Driver {
         match entry.stage {
             Stage::Backlog => {
                 entry.stage = Stage::Done;
-                self.ready.push_back(last(id, -libc::ECANCELED));
+                self.queue_back(last(id, -libc::ECANCELED));
             }
             Stage::Kernel => {
                 if self.backlog.is_empty() && self.push_sqe(&cancel_sqe(id)) {

@@ -72,7 +72,9 @@ pub(crate) struct Driver {
     features: Features,
     /// Requests waiting for room in the SQ, in order.
     backlog: VecDeque<Queued>,
-    /// Completions made in user space, reported before the next CQE.
+    /// Completions made in user space, reported before the next CQE. Queued only by
+    /// `queue_back` and `raw`, which halt the CQ's run: `pop` tests this only at a run's
+    /// end.
     ready: VecDeque<RawCompletion>,
     /// Per-op driver state by slot index.
     slots: Slots,
@@ -123,21 +125,17 @@ impl Driver {
         })
     }
 
-    /// The next CQE, flushing completions the kernel kept on CQ overflow when the ring is
-    /// empty.
+    /// Queues a completion made in user space behind the others, for `take_raw`. It goes
+    /// before the next CQE: the CQ's run is halted, so that `pop` finds it in its slow
+    /// path without testing the queue per CQE.
     #[inline]
-    fn next_cqe(&mut self) -> Option<cqueue::Entry> {
-        loop {
-            if let Some(cqe) = self.rings.cq.pop_in_run() {
-                return Some(cqe);
-            }
-            if !self.next_cqe_run() {
-                return None;
-            }
-        }
+    pub(super) fn queue_back(&mut self, done: RawCompletion) {
+        self.ready.push_back(done);
+        self.rings.cq.halt();
     }
 
-    /// `next_cqe` at the end of a run of CQEs: starts the next run, flushing the completions
+    /// `pop` at the end of a run of CQEs (once the completions made in user space are
+    /// reported: see `queue_back`): starts the next run, flushing the completions
     /// kept on overflow if the CQ is empty; whether there are CQEs now.
     ///
     /// Out of line, and a method of the driver rather than of the CQ, so that the hot path
@@ -189,32 +187,38 @@ impl Driver {
         // the final CQE of a send), which the compiler would not merge were `in_kernel`
         // counted before the lookup.
         if more {
-            if let Op::RecvMulti(_) = &entry.op {
-                // The per-message case, inline: data in a ring buffer, the multishot goes
-                // on. Tested before the `match` below, which compiles to a jump table.
-                // `more` alone tells it from a single receive standing in for the multishot
-                // (which never sets it, and is never in flight beside one): no look at the
-                // slot's buffer.
-                debug_assert!(self.slots.get(id).buf.is_none());
+            // The per-message case, inline: data in a ring buffer, the multishot goes on.
+            // Tested before the `match` below, which compiles to a jump table. The buffer
+            // alone tells the op: only multishot receives select ring buffers (`prep`
+            // builds no other op with `BUF_GROUP`), and `more` tells it from a single
+            // receive standing in for the multishot (which never sets it, and is never in
+            // flight beside one): no look at the op nor at the slot's buffer.
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                debug_assert!(matches!(entry.op, Op::RecvMulti(_)));
                 if res > 0 {
-                    if let Some(bid) = cqueue::buffer_select(flags) {
-                        let buf = self.pool.filled(bid, res as usize);
-                        if entry.state == OpState::Detached {
-                            // The front end consumes it.
-                            return self.raw(Some(RawCompletion::new(id, res, more, Some(buf))));
-                        }
-                        // Routed here, from the entry at hand.
-                        out.set_chunk(entry.token, id, res as u32, buf);
-                        return Popped::Routed;
+                    debug_assert!(self.slots.get(id).buf.is_none());
+                    let buf = self.pool.filled(bid, res as usize);
+                    if entry.state == OpState::Detached {
+                        // The front end consumes it.
+                        return self.raw(Some(RawCompletion::new(id, res, more, Some(buf))));
                     }
+                    // Routed here, from the entry at hand.
+                    out.set_chunk(entry.token, id, res as u32, buf);
+                    return Popped::Routed;
                 }
+                // Not with the case below: the compiler would then merge the two tests
+                // into one branch, computing both.
+                let done = self.on_recv_multi(table, id, res, flags);
+                return self.raw(done);
+            }
+            if let Op::RecvMulti(_) = &entry.op {
                 let done = self.on_recv_multi(table, id, res, flags);
                 return self.raw(done);
             }
         } else {
             self.reaped_final();
             entry.stage = Stage::Done;
-            if entry.quiet && entry.state == OpState::Active && entry.op.done_by(res) {
+            if entry.quiet_and_active() && entry.op.done_by(res) {
                 // The per-message send, settled here rather than through a `RawCompletion`
                 // and a second lookup in the front end (which would do the same: see
                 // `Proactor::deliver`).
@@ -271,7 +275,9 @@ impl Driver {
     fn raw(&mut self, done: Option<RawCompletion>) -> Popped {
         match done {
             Some(done) => {
+                // As in `queue_back`.
                 self.ready.push_front(done);
+                self.rings.cq.halt();
                 Popped::Raw
             }
             None if self.ready.is_empty() => Popped::Empty,
@@ -314,11 +320,17 @@ impl Backend for Driver {
 
     #[inline]
     fn pop(&mut self, table: &mut OpTable, out: &mut Completion) -> Popped {
+        // The queue of completions made in user space is tested only at the end of a run:
+        // queueing one halts the run (see `queue_back`).
+        debug_assert!(self.ready.is_empty() || self.rings.cq.at_end());
         loop {
-            if !self.ready.is_empty() {
-                return Popped::Raw;
-            }
-            let Some(cqe) = self.next_cqe() else {
+            let Some(cqe) = self.rings.cq.pop_in_run() else {
+                if !self.ready.is_empty() {
+                    return Popped::Raw;
+                }
+                if self.next_cqe_run() {
+                    continue;
+                }
                 return Popped::Empty;
             };
             let popped = self.on_cqe(table, &cqe, out);

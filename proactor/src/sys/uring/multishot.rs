@@ -138,7 +138,7 @@ impl Driver {
         let end = last(id, -libc::ECANCELED);
         match data {
             Some(data) => {
-                self.ready.push_back(end);
+                self.queue_back(end);
                 Some(data)
             }
             None => Some(end),

@@ -137,7 +137,7 @@ impl Driver {
             }
             Prepared::Done(result) => {
                 entry.stage = Stage::Done;
-                self.ready.push_back(multishot::last(id, result));
+                self.queue_back(multishot::last(id, result));
             }
         }
         true
