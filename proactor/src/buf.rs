@@ -119,7 +119,7 @@ impl PoolInner {
     #[inline]
     fn recycle(&self, id: u16, refs: u32) {
         if refs >= self.publish_from.get() {
-            self.publish(id);
+            self.publish(id, self.buf_ptr(id));
             return;
         }
         match &self.recycler {
@@ -186,7 +186,8 @@ impl PoolInner {
     /// Hands free buffer `id` to the kernel at the ring's tail (ring pools only: only they
     /// have a `publish_from` that `refs` can reach).
     #[inline]
-    fn publish(&self, id: u16) {
+    fn publish(&self, id: u16, addr: *mut u8) {
+        debug_assert_eq!(addr, self.buf_ptr(id));
         debug_assert!(matches!(self.recycler, Recycler::Ring(_)));
         // Read before the stores below, through which the compiler would otherwise load it
         // again.
@@ -203,7 +204,7 @@ impl PoolInner {
         let entry = unsafe { &mut *base.add(usize::from(tail) & self.ring_mask) };
         // `len` is the same for every entry and was written when the ring was made; the
         // kernel does not change it (no incremental consumption).
-        entry.set_addr(self.buf_ptr(id) as u64);
+        entry.set_addr(addr as u64);
         entry.set_bid(id);
         // The release store publishes the entry written above before the kernel can
         // see the new tail, which it reads atomically.
@@ -220,7 +221,7 @@ impl PoolInner {
             let Some(id) = ring.spare.borrow_mut().pop() else {
                 break;
             };
-            self.publish(id);
+            self.publish(id, self.buf_ptr(id));
             added += 1;
         }
         self.retune(ring);
@@ -327,7 +328,7 @@ impl BufPool {
         );
         if let Recycler::Ring(ring) = &pool.inner().recycler {
             for id in 0..depth {
-                pool.inner().publish(id);
+                pool.inner().publish(id, pool.inner().buf_ptr(id));
             }
             pool.inner().retune(ring);
         }
@@ -423,15 +424,28 @@ impl BufPool {
     /// epoll backend's read is given that length, and the kernel fills a ring buffer up to
     /// the entry's `len`, which is the size, and reports what it wrote), as `id` is one of
     /// the pool's (trusted alike: no check per chunk).
+    ///
+    /// The chunk carries the buffer's address, worked out here, once, where the pool is
+    /// at hand: its handler reads the bytes, and its drop publishes the buffer, without.
     #[inline]
     pub(crate) fn filled(&self, id: u16, len: usize) -> RecvBuf {
+        self.filled_at(id, self.inner().buf_ptr(id), len)
+    }
+
+    /// [`BufPool::filled`] for a caller that has buffer `id`'s address already (from
+    /// [`BufPool::take`]).
+    #[inline]
+    pub(crate) fn filled_at(&self, id: u16, data: *mut u8, len: usize) -> RecvBuf {
         debug_assert!(id < self.inner().count && len <= self.inner().size);
+        debug_assert_eq!(data, self.inner().buf_ptr(id));
         self.inner().refs.set(self.inner().refs.get() + 1);
-        RecvBuf(Repr::Pooled {
-            pool: self.inner,
+        RecvBuf {
+            // SAFETY: a buffer's address is inside the pool's allocation, never null.
+            data: unsafe { NonNull::new_unchecked(data) },
+            len,
+            pool: Some(self.inner),
             id,
-            len: len as u32,
-        })
+        }
     }
 
     /// The kernel reported the ring empty (`ENOBUFS`): deepens it if a whole ring's worth
@@ -478,28 +492,38 @@ impl fmt::Debug for BufPool {
     }
 }
 
-enum Repr {
-    Pooled {
-        /// Kept alive by this chunk's count in `refs` (see `BufPool`).
-        pool: NonNull<PoolInner>,
-        id: u16,
-        len: u32,
-    },
-    /// A boxed slice, not a `Vec`: then the compiler tags the variants (and
-    /// `Option<RecvBuf>`'s `None`) with small numbers, `Pooled` 0, rather than with
-    /// capacities beyond `isize::MAX`, which take two instructions to write (a 64-bit
-    /// constant) where this takes one, per chunk.
-    Owned(Box<[u8]>),
-}
-
 /// One received chunk. Derefs to its bytes; dropping it recycles the buffer at once.
-pub struct RecvBuf(Repr);
+///
+/// Where the bytes are is kept as a pointer and a length, wherever they live, so that
+/// reading them (once per chunk, by whoever handles it) is two loads, with neither a test
+/// of where they live nor the buffer's address worked out from the pool and the id; that
+/// matters only when the chunk is dropped.
+pub struct RecvBuf {
+    /// The first byte: of buffer `id` of `pool`, or of a boxed slice the chunk owns.
+    data: NonNull<u8>,
+    /// The bytes received (pooled: at most the buffer size), or the boxed slice's length.
+    len: usize,
+    /// The pool that buffer `id` returns to, kept alive by this chunk's count in its
+    /// `refs` (see `BufPool`). `None`: `data` and `len` are a `Box<[u8]>` the chunk owns
+    /// (the fallback when the pool is dry).
+    pool: Option<NonNull<PoolInner>>,
+    /// The buffer's index in `pool` (unused for owned chunks).
+    id: u16,
+}
 
 impl RecvBuf {
     /// A chunk in a buffer of its own (the fallback when the pool is dry). Spare
     /// capacity, if any, is given back.
     pub(crate) fn owned(data: Vec<u8>) -> RecvBuf {
-        RecvBuf(Repr::Owned(data.into_boxed_slice()))
+        let data = Box::into_raw(data.into_boxed_slice());
+        RecvBuf {
+            // SAFETY: `Box::into_raw` never returns null (a dangling, non-null pointer for
+            // an empty slice).
+            data: unsafe { NonNull::new_unchecked(data.cast::<u8>()) },
+            len: data.len(),
+            pool: None,
+            id: 0,
+        }
     }
 
     /// Whether the chunk lives in the proactor's shared receive pool (`false`: in a buffer
@@ -507,14 +531,35 @@ impl RecvBuf {
     /// when dropped; chunks kept for long are better turned into vectors with
     /// [`RecvBuf::into_vec`], so that later receives still find pooled buffers.
     pub fn is_pooled(&self) -> bool {
-        matches!(self.0, Repr::Pooled { .. })
+        self.pool.is_some()
     }
 
     /// The bytes as an owned vector (copies when the chunk lives in the pool).
-    pub fn into_vec(mut self) -> Vec<u8> {
-        match &mut self.0 {
-            Repr::Owned(data) => std::mem::take(data).into_vec(),
-            Repr::Pooled { .. } => self.to_vec(),
+    pub fn into_vec(self) -> Vec<u8> {
+        if self.pool.is_some() {
+            return self.to_vec();
+        }
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: an owned chunk's `data` and `len` came from `Box::into_raw` of a boxed
+        // slice (`RecvBuf::owned`), which only this chunk holds; `this` is never dropped
+        // (`ManuallyDrop`), so the box is taken back exactly once, here.
+        unsafe { this.take_owned() }.into_vec()
+    }
+
+    /// The boxed slice of an owned chunk, taken back.
+    ///
+    /// # Safety
+    /// The chunk is owned (`pool` is `None`), and neither it nor a copy of its fields is
+    /// used again (dropped, read) after this.
+    unsafe fn take_owned(&self) -> Box<[u8]> {
+        debug_assert!(self.pool.is_none());
+        // SAFETY: per the caller, `data` and `len` are those `Box::into_raw` gave for a
+        // boxed slice in `RecvBuf::owned`, taken back only this once.
+        unsafe {
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                self.data.as_ptr(),
+                self.len,
+            ))
         }
     }
 }
@@ -522,16 +567,15 @@ impl RecvBuf {
 impl Deref for RecvBuf {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
-        match &self.0 {
-            // SAFETY: the pool outlives its `RecvBuf`s (see `BufPool`); buffer `id` holds `len
-            // <= size` bytes written before this `RecvBuf` was made, and only buffers in the free
-            // set are filled (by the kernel or a backend), which `id` rejoins when this drops.
-            Repr::Pooled { pool, id, len } => unsafe {
-                std::slice::from_raw_parts(pool.as_ref().buf_ptr(*id), *len as usize)
-            },
-            Repr::Owned(data) => data,
-        }
+        // SAFETY: `data` points to `len` initialised bytes that stay put and unwritten while
+        // this chunk lives. Pooled: buffer `id` of the pool, which outlives its chunks (see
+        // `BufPool`), holds `len <= size` bytes written before the chunk was made, and is
+        // held by this chunk alone: a buffer is filled (by the kernel or a backend) only
+        // while published or taken off the free list, which it rejoins only when this
+        // chunk drops (`recycle_pooled`). Owned: the boxed slice this chunk owns.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
     }
 }
 
@@ -540,28 +584,32 @@ impl RecvBuf {
     /// out-of-line call): for the per-message path, which drops one chunk per message.
     #[inline(always)]
     pub(crate) fn release(self) {
-        let mut this = std::mem::ManuallyDrop::new(self);
-        match &mut this.0 {
-            Repr::Pooled { pool, id, .. } => recycle_pooled(*pool, *id),
-            // SAFETY: `this` is never used again nor dropped (`ManuallyDrop`): its bytes
-            // are dropped exactly once, here.
-            Repr::Owned(data) => drop(unsafe { std::ptr::read(data) }),
+        let this = std::mem::ManuallyDrop::new(self);
+        match this.pool {
+            Some(pool) => recycle_pooled(pool, this.id, this.data),
+            // SAFETY: owned (`pool` is `None`); `this` is never used again nor dropped
+            // (`ManuallyDrop`).
+            None => drop(unsafe { this.take_owned() }),
         }
     }
 }
 
 /// What dropping a pooled chunk does: its buffer back to the pool, or the pool freed if
-/// it was the last thing keeping an orphaned pool alive.
+/// it was the last thing keeping an orphaned pool alive. `data` is buffer `id`'s address,
+/// which the chunk carries: publishing it again needs no address worked out.
 #[inline(always)]
-fn recycle_pooled(ptr: NonNull<PoolInner>, id: u16) {
+fn recycle_pooled(ptr: NonNull<PoolInner>, id: u16, data: NonNull<u8>) {
     // SAFETY: the dropped chunk's count in `refs` keeps the pool alive (see `BufPool`).
     let pool = unsafe { ptr.as_ref() };
+    debug_assert_eq!(data.as_ptr(), pool.buf_ptr(id));
     let refs = pool.refs.get().wrapping_sub(1);
     pool.refs.set(refs);
     // The per-chunk case first, on one comparison: `publish_from` is at least 1, so an
     // orphaned pool (`refs == 0`) never takes it.
     if refs >= pool.publish_from.get() {
-        pool.publish(id);
+        // The chunk is going (its caller never reads its bytes again), so the kernel may
+        // write the buffer from now on.
+        pool.publish(id, data.as_ptr());
         return;
     }
     recycle_unpublished(ptr, id, refs);
@@ -588,8 +636,11 @@ fn recycle_unpublished(ptr: NonNull<PoolInner>, id: u16, refs: u32) {
 impl Drop for RecvBuf {
     #[inline]
     fn drop(&mut self) {
-        if let Repr::Pooled { pool, id, .. } = &self.0 {
-            recycle_pooled(*pool, *id);
+        match self.pool {
+            Some(pool) => recycle_pooled(pool, self.id, self.data),
+            // SAFETY: owned (`pool` is `None`), and the chunk is being dropped: never used
+            // again.
+            None => drop(unsafe { self.take_owned() }),
         }
     }
 }
@@ -777,9 +828,7 @@ mod tests {
     }
 
     fn pooled_id(buf: &RecvBuf) -> u16 {
-        match &buf.0 {
-            Repr::Pooled { id, .. } => *id,
-            Repr::Owned(_) => unreachable!("a pooled chunk"),
-        }
+        assert!(buf.is_pooled(), "a pooled chunk");
+        buf.id
     }
 }

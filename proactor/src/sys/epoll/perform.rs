@@ -402,7 +402,7 @@ pub(super) fn recv_multi(fd: RawFd, sink: Sink<'_>) -> Progress {
             }
         };
         let chunk = match pooled {
-            Some((id, _)) => sink.pool.filled(id, n),
+            Some((id, data)) => sink.pool.filled_at(id, data, n),
             // A small chunk is copied out so the full-size spare stays for the next one; a
             // large one takes the spare itself.
             None if n * 2 < size => RecvBuf::owned(sink.spare[..n].to_vec()),
