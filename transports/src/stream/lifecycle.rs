@@ -224,7 +224,10 @@ impl StreamInner {
         self.install_next_protocol();
         // A callback of its own: no protocol method runs, so the slot lets go.
         let taken = self.protocol.replace(None);
-        debug_assert!(taken.is_ok(), "connection_lost while a protocol method runs");
+        debug_assert!(
+            taken.is_ok(),
+            "connection_lost while a protocol method runs"
+        );
         let protocol = taken.ok().flatten();
         if let Some(protocol) = protocol {
             self.call_once(&protocol, "connection_lost", |p| p.connection_lost(error));
