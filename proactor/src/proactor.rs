@@ -255,7 +255,7 @@ impl Proactor {
         // `result` is left as it is: it is read only once the op is `Finished` again, which
         // sets it.
         entry.state = OpState::Active;
-        if !self.driver.restart_in_place(id, entry) {
+        if !self.driver.restart_send(id, send, &mut entry.stage) {
             self.driver.restart(&mut self.table, id);
         }
         true

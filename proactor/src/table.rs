@@ -39,11 +39,16 @@ const VACANT: OpId = OpId { bits: u64::MAX };
 pub(crate) const RESERVED_INDEX: u32 = u32::MAX - 2;
 
 impl OpId {
-    /// Names no op: the id of an empty [`Completion`](crate::Completion), which users can
-    /// copy and pass back. Generation 0 is that of vacant slots, so its index must be one
-    /// the table never reaches (`insert_with` refuses it): a lookup fails its bounds check
-    /// instead of finding a vacant slot as if it were the op.
-    pub(crate) const NONE: OpId = OpId {
+    /// Names no op: the id of an empty [`Completion`](crate::Completion), and what a field
+    /// that may name no op can hold instead of an `Option`. Every method given it acts as
+    /// for an op that already completed (e.g. [`Proactor::resend`](crate::Proactor::resend)
+    /// returns `false`), at the cost of a lookup, which finds nothing: a caller may pass it
+    /// untested.
+    ///
+    /// Generation 0 is that of vacant slots, so its index must be one the table never
+    /// reaches (`insert_with` refuses it): a lookup fails its bounds check instead of
+    /// finding a vacant slot as if it were the op.
+    pub const NONE: OpId = OpId {
         bits: u32::MAX as u64,
     };
 

@@ -57,7 +57,8 @@ pub struct Send {
     pub buf: Vec<u8>,
     /// Where in `buf` the bytes to send begin.
     pub start: usize,
-    /// Extra `MSG_*` flags.
+    /// Extra `MSG_*` flags. The io_uring backend adds `MSG_NOSIGNAL` here when it starts
+    /// the send (it is always sent with it).
     pub flags: i32,
 }
 

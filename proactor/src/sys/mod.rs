@@ -39,7 +39,8 @@ use std::time::Duration;
 
 use crate::buf::BufPool;
 use crate::completion::{Completion, RawCompletion};
-use crate::table::{Entry, OpId, OpTable};
+use crate::op;
+use crate::table::{OpId, OpTable, Stage};
 use crate::{BackendKind, Features};
 
 /// The contract every backend implements (see the module docs).
@@ -51,11 +52,11 @@ pub(crate) trait Backend {
     fn restart(&mut self, table: &mut OpTable, id: OpId) {
         self.push(table, id);
     }
-    /// [`restart`](Backend::restart) for a caller that holds the op's table entry: starts
-    /// its op (the op at `id`) without looking it up, or returns `false`, having changed
-    /// nothing, when it cannot (then `restart` it). The op was just reset to transfer its
-    /// whole buffer (a send's or write's `start` is 0).
-    fn restart_in_place(&mut self, _id: OpId, _entry: &mut Entry) -> bool {
+    /// [`restart`](Backend::restart) of a send for a caller that holds its table entry
+    /// (`send` its op, `stage` its stage): starts it (the op at `id`) without looking it
+    /// up, or returns `false`, having changed nothing, when it cannot (then `restart` it).
+    /// The send was just reset to send its whole buffer (`start` is 0).
+    fn restart_send(&mut self, _id: OpId, _send: &mut op::Send, _stage: &mut Stage) -> bool {
         false
     }
     /// Asks for the op at `id` to finish early.
@@ -155,8 +156,8 @@ impl Backend for Driver {
         delegate!(self, d => d.restart(table, id))
     }
     #[inline]
-    fn restart_in_place(&mut self, id: OpId, entry: &mut Entry) -> bool {
-        delegate!(self, d => d.restart_in_place(id, entry))
+    fn restart_send(&mut self, id: OpId, send: &mut op::Send, stage: &mut Stage) -> bool {
+        delegate!(self, d => d.restart_send(id, send, stage))
     }
     #[inline]
     fn cancel(&mut self, table: &mut OpTable, id: OpId) {

@@ -169,10 +169,11 @@ pub(crate) struct StreamInner {
     /// its read buffer here instead.
     pub(crate) spare: RefCell<Vec<u8>>,
     pub(crate) write_op: Cell<Option<OpId>>,
-    /// `write_op` again if it is quiet (else `None`): its success is not reported, so it
-    /// is reclaimed (`settle_write`) when the transport next writes or needs the outcome.
-    /// The id rather than a flag: the per-message resend tests one field for both.
-    pub(crate) quiet_op: Cell<Option<OpId>>,
+    /// `write_op` again if it is quiet (else [`OpId::NONE`]): its success is not reported,
+    /// so it is reclaimed (`settle_write`) when the transport next writes or needs the
+    /// outcome. The id rather than a flag, and `NONE` rather than an `Option`: the
+    /// per-message resend looks it up untested (a lookup of `NONE` finds nothing).
+    pub(crate) quiet_op: Cell<OpId>,
     pub(crate) in_flight: Cell<usize>,
     pub(crate) flow: Cell<FlowControl>,
     /// Flow signals raised while the protocol was busy, delivered when it returns.
@@ -273,7 +274,7 @@ impl Transport {
             wbuf: RefCell::new(Vec::new()),
             spare: RefCell::new(Vec::new()),
             write_op: Cell::new(None),
-            quiet_op: Cell::new(None),
+            quiet_op: Cell::new(OpId::NONE),
             in_flight: Cell::new(0),
             flow: Cell::new(FlowControl::default()),
             deferred_flow: DeferredFlow::default(),

@@ -37,15 +37,6 @@ impl WriteRefusal {
     }
 }
 
-/// `write()`'s append when the buffer must grow (the first writes on a connection, or one
-/// larger than any before): out of line, so that the per-message append keeps no register
-/// for the call to the allocator.
-#[cold]
-#[inline(never)]
-fn extend_growing(buf: &mut Vec<u8>, data: &[u8]) {
-    buf.extend_from_slice(data);
-}
-
 impl StreamInner {
     /// Bytes queued plus bytes in flight.
     #[inline]
@@ -73,15 +64,17 @@ impl StreamInner {
         if data.is_empty() {
             return Ok(());
         }
-        let size = {
+        let queued = {
             let mut wbuf = self.wbuf.borrow_mut();
             if wbuf.capacity() - wbuf.len() < data.len() {
-                extend_growing(&mut wbuf, data);
+                drop(wbuf);
+                self.append_growing(data)
             } else {
                 wbuf.extend_from_slice(data);
+                wbuf.len()
             }
-            wbuf.len()
-        } + self.in_flight.get();
+        };
+        let size = queued + self.in_flight.get();
         self.list_for_flush();
         let mut flow = self.flow.get();
         let signal = flow.after_grow(size);
@@ -107,13 +100,15 @@ impl StreamInner {
         }
         // Sent now, without the loop's flush list (a write-through transport is never on
         // it): listing it, walking the list and the list's datagram check cost about 30
-        // instructions per message. Appended and resent under one borrow of the buffer.
-        // No protocol code runs inside `resend_op`: the borrow cannot be re-entered.
-        let resent = {
+        // instructions per message.
+        let keep = {
             let mut wbuf = self.wbuf.borrow_mut();
             wbuf.extend_from_slice(data);
-            self.resend_quietly(&mut wbuf, |id, buf| self.lp.resend_op(id, buf))
+            wbuf.capacity() <= MAX_KEPT_BUFFER
         };
+        // A buffer too large to keep goes out loud, by the usual path (see
+        // `append_growing`).
+        let resent = keep && self.resend_quietly(|id, buf| self.lp.resend_op(id, buf));
         if !resent {
             self.finish_flush();
         } else {
@@ -127,6 +122,28 @@ impl StreamInner {
         Ok(())
     }
 
+    /// `write()`'s append when the buffer must grow (the first writes on a connection, or
+    /// one larger than any before): the number of bytes queued then. Out of line, so that
+    /// the per-message append keeps no register for the call to the allocator.
+    ///
+    /// A buffer grown too large to keep is never sent quietly: a quiet send's buffer comes
+    /// back, with no test of its size, as the next write buffer (see `resend_quietly`).
+    /// So the quiet send is settled (made loud, or reclaimed), and `submit_write` sends
+    /// this buffer loud: its completion lets it go.
+    #[cold]
+    #[inline(never)]
+    fn append_growing(&self, data: &[u8]) -> usize {
+        let (queued, too_large) = {
+            let mut wbuf = self.wbuf.borrow_mut();
+            wbuf.extend_from_slice(data);
+            (wbuf.len(), wbuf.capacity() > MAX_KEPT_BUFFER)
+        };
+        if too_large {
+            self.settle_write();
+        }
+        queued
+    }
+
     /// The buffer grew past the high mark, counting a quiet send that may have finished
     /// unreported: reclaim it first, so the protocol is paused only for bytes really
     /// waiting.
@@ -137,27 +154,23 @@ impl StreamInner {
     }
 
     /// The steady-state flush: the quiet send that finished is started again, in place,
-    /// with the queued bytes, `wbuf` (the caller's borrow of the write buffer), by
-    /// `resend` (`EventLoop::resend_op` or `Resends::resend`). `false` when this does not
-    /// apply (then the caller settles and submits as usual, once it dropped the borrow).
+    /// with the queued bytes, by `resend` (`EventLoop::resend_op` or `Resends::resend`).
+    /// `false` when this does not apply (then the caller settles and submits as usual).
     #[inline(always)]
-    fn resend_quietly(
-        &self,
-        wbuf: &mut Vec<u8>,
-        resend: impl FnOnce(OpId, &mut Vec<u8>) -> bool,
-    ) -> bool {
-        let Some(id) = self.quiet_op.get() else {
-            return false;
-        };
+    fn resend_quietly(&self, resend: impl FnOnce(OpId, &mut Vec<u8>) -> bool) -> bool {
+        // `OpId::NONE` when there is no quiet send: not tested for here, as the resend's
+        // lookup finds no op for it (see below).
+        let id = self.quiet_op.get();
         // A send is quiet only while nobody waits for its outcome: `close()`, `abort()`,
         // `write_eof()` and pausing the protocol all settle it first (which makes it loud),
         // so none of them needs checking here. (Abandoning at loop close does not settle,
         // but it empties the flush list first: no flush follows.)
         debug_assert!(
-            !self.aborted.get()
-                && !self.closing.get()
-                && !self.eof_requested.get()
-                && !self.flow.get().is_paused(),
+            id == OpId::NONE
+                || !(self.aborted.get()
+                    || self.closing.get()
+                    || self.eof_requested.get()
+                    || self.flow.get().is_paused()),
             "a quiet send outlived what settles it"
         );
         // An empty buffer is not tested for. It is reachable only once the write that
@@ -165,20 +178,28 @@ impl StreamInner {
         // send: still in flight at the flush (its SQE goes in with the next poll), so
         // `resend` makes it loud, as settling it would; or, if a CQ overflow's enter
         // submitted it early and it finished, resent empty, which sends nothing.
-        let len = wbuf.len();
-        if resend(id, wbuf) {
-            self.in_flight.set(len);
-            // The sent buffer, now in `wbuf`, emptied, is the next write buffer (the two
-            // alternate).
-            if wbuf.capacity() <= MAX_KEPT_BUFFER {
+        let resent = {
+            let mut wbuf = self.wbuf.borrow_mut();
+            let len = wbuf.len();
+            // No protocol code runs inside `resend`: the borrow cannot be re-entered.
+            resend(id, &mut wbuf).then(|| {
+                // The sent buffer, now in `wbuf`, emptied, is the next write buffer (the two
+                // alternate). Kept whatever its size: quiet sends never carry a buffer too
+                // large to keep (see `append_growing`), which spares a test per message.
+                debug_assert!(wbuf.capacity() <= MAX_KEPT_BUFFER, "a quiet send too large");
                 wbuf.clear();
-            } else {
-                *wbuf = Vec::new();
-            }
-        } else {
-            // Still in flight (now loud): its completion submits these bytes.
-            self.quiet_op.set(None);
+                len
+            })
+        };
+        if let Some(len) = resent {
+            self.in_flight.set(len);
+            return true;
         }
+        if id == OpId::NONE {
+            return false;
+        }
+        // Still in flight (now loud): its completion submits these bytes.
+        self.quiet_op.set(OpId::NONE);
         true
     }
 
@@ -190,9 +211,7 @@ impl StreamInner {
     #[inline(always)]
     pub(crate) fn flush_under(&self, resends: &mut Resends<'_>) -> bool {
         self.listed.set(false);
-        // No protocol code runs inside `resend`: the borrow cannot be re-entered.
-        let mut wbuf = self.wbuf.borrow_mut();
-        self.resend_quietly(&mut wbuf, |id, buf| resends.resend(id, buf))
+        self.resend_quietly(|id, buf| resends.resend(id, buf))
     }
 
     /// The flush when [`flush_under`](StreamInner::flush_under) did not resend: settle and
@@ -212,9 +231,10 @@ impl StreamInner {
     /// flight, it is made loud, and its completion will be handled as usual.
     #[inline]
     pub(crate) fn settle_write(&self) {
-        let Some(id) = self.quiet_op.take() else {
+        let id = self.quiet_op.replace(OpId::NONE);
+        if id == OpId::NONE {
             return;
-        };
+        }
         let Some(buf) = self.lp.reclaim_buf(id) else {
             return;
         };
@@ -289,6 +309,7 @@ impl StreamInner {
         // need not check for them (see `signal_flow`).
         let quiet = !self.closing.get()
             && !self.eof_requested.get()
+            && data.capacity() <= MAX_KEPT_BUFFER
             && !self.flow.get().is_paused()
             && self.deferred_flow.is_empty();
         let submitted = match (self.kind, quiet) {
@@ -300,7 +321,7 @@ impl StreamInner {
         match submitted {
             Ok(id) => {
                 self.write_op.set(Some(id));
-                self.quiet_op.set(quiet.then_some(id));
+                self.quiet_op.set(if quiet { id } else { OpId::NONE });
             }
             Err(_) => self.in_flight.set(0),
         }
@@ -310,7 +331,7 @@ impl StreamInner {
     #[inline]
     pub(crate) fn write_completed(&self, completion: &mut Completion) {
         self.write_op.set(None);
-        self.quiet_op.set(None);
+        self.quiet_op.set(OpId::NONE);
         let (buf, start) = match completion.op.take() {
             Some(Op::Send(send)) => (send.buf, send.start),
             Some(Op::Write(write)) => (write.buf, write.start),
@@ -505,10 +526,7 @@ impl Flush for StreamInner {
         self.listed.set(false);
         // Not `write_slowly`'s code: its send, with a second caller, would not be inlined
         // there.
-        let resent = {
-            let mut wbuf = self.wbuf.borrow_mut();
-            self.resend_quietly(&mut wbuf, |id, buf| self.lp.resend_op(id, buf))
-        };
+        let resent = self.resend_quietly(|id, buf| self.lp.resend_op(id, buf));
         if !resent {
             self.finish_flush();
         } else if !self.deferred_flow.is_empty() {

@@ -46,9 +46,9 @@ use crate::audit;
 use crate::buf::BufPool;
 use crate::completion::{Completion, RawCompletion};
 use crate::error::{SetupError, SetupErrorKind};
-use crate::op::Op;
+use crate::op::{self, Op};
 use crate::sys::{Backend, Config, Popped};
-use crate::table::{Entry, OpId, OpState, OpTable, Stage, RESERVED_INDEX};
+use crate::table::{OpId, OpState, OpTable, Stage, RESERVED_INDEX};
 use crate::{BackendKind, Features};
 
 use rings::Rings;
@@ -306,8 +306,8 @@ impl Backend for Driver {
     }
 
     #[inline]
-    fn restart_in_place(&mut self, id: OpId, entry: &mut Entry) -> bool {
-        self.restart_send(id, entry)
+    fn restart_send(&mut self, id: OpId, send: &mut op::Send, stage: &mut Stage) -> bool {
+        self.restart_send_now(id, send, stage)
     }
 
     fn cancel(&mut self, table: &mut OpTable, id: OpId) {

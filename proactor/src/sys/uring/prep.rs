@@ -126,20 +126,28 @@ fn recv_multi(op: &mut RecvMulti, slot: &mut Slot, cx: &Ctx<'_>) -> Entry {
     opcode::Recv::new(Fd(op.fd), ptr, len32(len)).build()
 }
 
+/// The SQE of `op`, which from now on has `MSG_NOSIGNAL` in its flags: its restarts
+/// ([`send_whole`]) then take them as they are.
 #[inline]
 pub(super) fn send(op: &mut Send) -> Entry {
+    op.flags |= libc::MSG_NOSIGNAL;
     let data = op.remaining();
     opcode::Send::new(Fd(op.fd), data.as_ptr(), len32(data.len()))
-        .flags(op.flags | libc::MSG_NOSIGNAL)
+        .flags(op.flags)
         .build()
 }
 
 /// [`send`] of the whole buffer, for a send whose `start` is known to be 0 (a restart):
-/// spares re-reading the position and slicing at it.
+/// spares re-reading the position and slicing at it, and adding `MSG_NOSIGNAL` to the
+/// flags (`send` did, when the op was first issued).
 #[inline]
 pub(super) fn send_whole(op: &mut Send) -> Entry {
+    debug_assert!(
+        op.flags & libc::MSG_NOSIGNAL != 0,
+        "a restart of a send never issued"
+    );
     opcode::Send::new(Fd(op.fd), op.buf.as_ptr(), len32(op.buf.len()))
-        .flags(op.flags | libc::MSG_NOSIGNAL)
+        .flags(op.flags)
         .build()
 }
 

@@ -24,10 +24,17 @@ use io_uring::{EnterFlags, IoUring};
 
 use super::prep::{self, Ctx, Prepared};
 use super::{multishot, Driver, WAIT_USER_DATA};
-use crate::op::Op;
-use crate::table::{Entry as OpEntry, OpId, OpTable, Stage};
+use crate::op::{self, Op};
+use crate::table::{OpId, OpTable, Stage};
 
 /// An entry of the backlog.
+///
+/// While the backlog holds any, the SQ's current run of free slots is used up (its `next`
+/// is its `end`): a request is backlogged only when the SQ has no room (`issue` or
+/// `push_sqe` failed), after `fill_sq` stopped for the same reason, and a new run is
+/// started only by `has_room`'s, whose callers move the backlog first (`fill_sq`) or test
+/// that it is empty. So a free slot in the current run means an empty backlog, which
+/// `restart_send_now`, per message, relies on.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Queued {
     /// Start (or re-arm) this op.
@@ -71,19 +78,23 @@ impl Driver {
     }
 
     /// Starts again send `id`, whose table entry the caller holds (so it is not looked up
-    /// again) and just reset to send its whole buffer, when nothing is backlogged and the SQ
-    /// has room. `false` (nothing changed) otherwise, or for any other op: then `start` it.
+    /// again: `send` is its op, `stage` its stage) and just reset to send its whole buffer,
+    /// when the SQ's current run has room (then nothing is backlogged: see [`Queued`]).
+    /// `false` (nothing changed) otherwise, at the end of a run too: then `start` it.
     #[inline]
-    pub(super) fn restart_send(&mut self, id: OpId, entry: &mut OpEntry) -> bool {
-        let Op::Send(send) = &mut entry.op else {
-            return false;
-        };
-        if !self.backlog.is_empty() {
+    pub(super) fn restart_send_now(
+        &mut self,
+        id: OpId,
+        send: &mut op::Send,
+        stage: &mut Stage,
+    ) -> bool {
+        if !self.rings.sq.room_in_run() {
             return false;
         }
-        if !self.sq_has_room() {
-            return false;
-        }
+        debug_assert!(
+            self.backlog.is_empty(),
+            "room in the SQ's run behind a backlog"
+        );
         // Built once the SQ is known to have room, so that the compiler writes it straight
         // into the ring rather than staging it on the stack; and before the bookkeeping
         // below, whose stores it cannot tell apart from the op's: the fields the caller
@@ -94,7 +105,7 @@ impl Driver {
         // and in place until the front end removes the op after its final CQE. There is
         // room (checked above).
         unsafe { self.rings.sq.push_unchecked(sqe) };
-        entry.stage = Stage::Kernel;
+        *stage = Stage::Kernel;
         self.in_kernel += 1;
         true
     }
