@@ -569,12 +569,13 @@ impl Deref for RecvBuf {
 
     #[inline]
     fn deref(&self) -> &[u8] {
-        // SAFETY: `data` points to `len` initialised bytes that stay put and unwritten while
-        // this chunk lives. Pooled: buffer `id` of the pool, which outlives its chunks (see
-        // `BufPool`), holds `len <= size` bytes written before the chunk was made, and is
-        // held by this chunk alone: a buffer is filled (by the kernel or a backend) only
-        // while published or taken off the free list, which it rejoins only when this
-        // chunk drops (`recycle_pooled`). Owned: the boxed slice this chunk owns.
+        // Pooled: buffer `id` of the pool, which outlives its chunks (see `BufPool`), holds
+        // `len <= size` bytes written before the chunk was made, and is held by this chunk
+        // alone: a buffer is filled (by the kernel or a backend) only while published or
+        // taken off the free list, which it rejoins only when this chunk drops
+        // (`recycle_pooled`). Owned: the boxed slice this chunk owns.
+        // SAFETY: so `data` points to `len` initialised bytes that stay put and unwritten
+        // while this chunk lives, as long as the returned slice (which borrows `self`).
         unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
     }
 }

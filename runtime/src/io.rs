@@ -424,13 +424,13 @@ impl EventLoop {
             self.inner.io.borrow().dispatching,
             "dispatch outside `dispatching`"
         );
-        // SAFETY: no mutable borrow of the registry is active: the loop's borrows of it
-        // (`register_io`, `deregister_io`, `dispatching` and its guard's drop, `close`) all
-        // end before they return and run no code of anyone else's meanwhile (a handler
-        // removed is dropped after the borrow), and this runs from `run_once`, not from
-        // inside any of them. So the shared reference, which lives only for `get` (it
-        // copies a pointer), aliases no `&mut`. (Not `try_borrow_unguarded`: its test of
-        // the borrow flag is per message.)
+        // The loop's borrows of the registry (`register_io`, `deregister_io`, `dispatching`
+        // and its guard's drop, `close`) all end before they return and run no code of
+        // anyone else's meanwhile (a handler removed is dropped after the borrow), and this
+        // runs from `run_once`, not from inside any of them. (Not `try_borrow_unguarded`:
+        // its test of the borrow flag is per message.)
+        // SAFETY: so no mutable borrow of the registry is active, and the shared reference,
+        // which lives only for `get` (it copies a pointer), aliases no `&mut`.
         let handler = unsafe { &*self.inner.io.as_ptr() }.get(completion.token);
         match handler {
             Some(target) => {

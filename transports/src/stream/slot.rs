@@ -110,11 +110,13 @@ impl<P: ?Sized> ProtocolSlot<P> {
         f: impl FnOnce(&mut P) -> R,
     ) -> Option<Result<R, Box<dyn Any + Send>>> {
         let places = self.places.get()?;
-        // SAFETY: `places` are those of the protocol in `protocol` (`new` and `replace`
-        // set both together), whose `Rc` keeps it alive. It stays there until this call
-        // returns: `calling` is set below, before anything else runs, and `replace`, the
-        // only other way to change `protocol`, refuses while it is. (A `call` from inside
-        // `f` finds the same `cell` borrowed and returns at the next line.)
+        // `places` are those of the protocol in `protocol` (`new` and `replace` set both
+        // together). It stays there until this call returns: `calling` is set below, before
+        // anything else runs, and `replace`, the only other way to change `protocol`,
+        // refuses while it is. (A `call` from inside `f` finds the same `cell` borrowed and
+        // returns at the next line.)
+        // SAFETY: so `cell` points into the allocation of the `Rc` the slot holds, alive
+        // for as long as the reference is used (this call).
         let cell = unsafe { places.cell.as_ref() };
         let guard = cell.try_borrow_mut().ok()?;
         self.calling.set(true);
